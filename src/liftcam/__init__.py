@@ -1,0 +1,16 @@
+"""liftcam: class activation maps grounded in Shapley values.
+
+    import liftcam
+    exp = liftcam.explain(model, x, layer="layer4", method="lift-cam")
+    exp.maps     # (B, H, W) in [0, 1]
+"""
+
+from __future__ import annotations
+
+from .errors import LiftCamError
+from .explain import Explainer, Explanation, explain
+from .methods import METHODS
+
+__version__ = "0.1.0"
+
+__all__ = ["METHODS", "Explainer", "Explanation", "LiftCamError", "explain", "__version__"]

@@ -1,0 +1,289 @@
+"""Capture the target layer and split the network there.
+
+A model is cut at the target layer into a *body* ``x -> A`` and a *head* ``F: A -> logits``.
+The body runs once per input, without autograd; every method then works on the head alone.
+
+The cut is made on the ``torch.fx`` graph of the model: the head is the sub-graph of everything
+downstream of the layer, the body everything upstream. Values the head needs that do not depend on
+``A`` (a skip connection around the layer, ``x.size(0)`` used in a ``view``) are computed by the body
+and passed to the head as fixed *context*. A model that ``torch.fx`` cannot trace (data-dependent
+control flow) falls back to re-running the model with the layer's output substituted by a forward hook;
+correct, but the body is recomputed at every head evaluation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.fx
+from torch import Tensor, nn
+
+from .errors import HeadError, LayerError
+
+SplitMode = Literal["auto", "graph", "rerun"]
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Return ``(dotted name, module)`` of ``layer`` in ``model``.
+
+    ``layer`` is a name as in ``model.named_modules()`` or the module object itself. A wrong name
+    raises :class:`LayerError` listing the closest names.
+    """
+    modules = dict(model.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, module in modules.items():
+            if module is layer:
+                if name == "":
+                    raise LayerError("the target layer must be a submodule, not the whole model")
+                return name, module
+        raise LayerError(f"the given {type(layer).__name__} module is not a submodule of the model")
+    if not isinstance(layer, str):
+        raise LayerError(f"layer must be a module name or an nn.Module, not {type(layer).__name__}")
+    if layer in modules and layer != "":
+        return layer, modules[layer]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
+    if not close:
+        close = [n for n in names if n.startswith(layer.split(".")[0])][:5]
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise LayerError(f"no layer named {layer!r} in {type(model).__name__}{hint}")
+
+
+def model_output_logits(output: Any) -> Tensor:
+    """The logits tensor of a model's output (a tensor, the first of a tuple, or ``['logits']``)."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if isinstance(output, dict):
+        for key in ("logits", "out"):
+            if isinstance(output.get(key), Tensor):
+                return output[key]
+    raise HeadError(f"cannot find the logits in a model output of type {type(output).__name__}")
+
+
+@dataclass
+class Captured:
+    """What the body computed for one input batch.
+
+    ``activations`` is the target layer's output ``A`` (B, K, h, w); ``context`` holds the other
+    values the head needs (not functions of ``A``); ``input_size`` is the input's spatial size.
+    """
+
+    activations: Tensor
+    context: tuple[Any, ...]
+    input_size: tuple[int, ...]
+
+
+class SplitModel(Protocol):
+    """A model cut at ``layer``: ``body`` runs up to the layer, ``head`` from the layer on."""
+
+    layer: str
+    module: nn.Module
+    mode: Literal["graph", "rerun"]
+
+    def body(self, x: Tensor) -> Captured: ...
+
+    def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor: ...
+
+
+class _LeafTracer(torch.fx.Tracer):
+    """The default tracer, but the target module stays one node in the graph."""
+
+    def __init__(self, leaf: nn.Module) -> None:
+        super().__init__()
+        self._leaf = leaf
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return m is self._leaf or super().is_leaf_module(m, module_qualified_name)
+
+
+def _descendants(node: torch.fx.Node) -> set[torch.fx.Node]:
+    seen: set[torch.fx.Node] = set()
+    stack = list(node.users)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.users)
+    return seen
+
+
+def _ancestors(nodes: Sequence[torch.fx.Node]) -> set[torch.fx.Node]:
+    seen: set[torch.fx.Node] = set()
+    stack = list(nodes)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return seen
+
+
+class GraphSplit:
+    """Split on the ``torch.fx`` graph: ``body`` and ``head`` are two generated modules."""
+
+    mode: Literal["graph", "rerun"] = "graph"
+
+    def __init__(self, model: nn.Module, layer: str, module: nn.Module) -> None:
+        self.layer = layer
+        self.module = module
+        tracer = _LeafTracer(module)
+        graph = tracer.trace(model)
+        qualname = tracer.path_of_module(module)
+        calls = [n for n in graph.nodes if n.op == "call_module" and n.target == qualname]
+        if not calls:
+            raise LayerError(f"layer {layer!r} is never called in the model's forward")
+        if len(calls) > 1:
+            raise LayerError(
+                f"layer {layer!r} is called {len(calls)} times in the forward pass; "
+                "pick a module that is called once"
+            )
+        target = calls[0]
+        downstream = _descendants(target)
+        output = next(n for n in graph.nodes if n.op == "output")
+        if output not in downstream:
+            raise LayerError(f"the model's output does not depend on layer {layer!r}")
+
+        # Context: values the head reads that are computed upstream, not from the layer.
+        context: list[torch.fx.Node] = []
+        for n in graph.nodes:
+            if n in downstream:
+                for arg in n.all_input_nodes:
+                    if (
+                        arg is not target
+                        and arg not in downstream
+                        and arg.op != "get_attr"
+                        and arg not in context
+                    ):
+                        context.append(arg)
+
+        head_graph = torch.fx.Graph()
+        env: dict[torch.fx.Node, torch.fx.Node] = {target: head_graph.placeholder("activations")}
+        for i, n in enumerate(context):
+            env[n] = head_graph.placeholder(f"context_{i}")
+        for n in graph.nodes:
+            if n in downstream:
+                env[n] = head_graph.node_copy(n, lambda a: _lookup(a, env, head_graph))
+        head_graph.lint()
+
+        body_graph = torch.fx.Graph()
+        needed = _ancestors([target, *context])
+        benv: dict[torch.fx.Node, torch.fx.Node] = {}
+        for n in graph.nodes:
+            if n in needed:
+                benv[n] = body_graph.node_copy(n, lambda a: benv[a])
+        body_graph.output((benv[target], *[benv[c] for c in context]))
+        body_graph.lint()
+
+        self._body = torch.fx.GraphModule(model, body_graph, class_name="Body")
+        self._head = torch.fx.GraphModule(model, head_graph, class_name="Head")
+
+    def body(self, x: Tensor) -> Captured:
+        activations, *context = self._body(x)
+        return Captured(_check_activations(activations, self.layer), tuple(context), tuple(x.shape[2:]))
+
+    def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
+        # Context tensors are cloned: a head may update them in place (``out += identity``).
+        fresh = tuple(c.clone() if isinstance(c, Tensor) else c for c in context)
+        return model_output_logits(self._head(activations, *fresh))
+
+
+def _lookup(node: torch.fx.Node, env: dict[torch.fx.Node, torch.fx.Node], graph: torch.fx.Graph) -> torch.fx.Node:
+    if node not in env:  # a parameter or buffer read with get_attr
+        env[node] = graph.get_attr(str(node.target))
+    return env[node]
+
+
+class _StopForward(Exception):
+    pass
+
+
+class RerunSplit:
+    """Fallback for models ``torch.fx`` cannot trace: the head re-runs the model with a hook.
+
+    The part of the model up to the layer runs without autograd; the hook substitutes the given
+    activations and switches autograd back on for the rest.
+    """
+
+    mode: Literal["graph", "rerun"] = "rerun"
+
+    def __init__(self, model: nn.Module, layer: str, module: nn.Module) -> None:
+        self.layer = layer
+        self.module = module
+        self._model = model
+
+    def body(self, x: Tensor) -> Captured:
+        captured: list[Tensor] = []
+
+        def hook(_m: nn.Module, _i: Any, output: Any) -> None:
+            captured.append(output)
+            raise _StopForward
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            self._model(x)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise LayerError(f"layer {self.layer!r} is never called in the model's forward")
+        return Captured(_check_activations(captured[0], self.layer), (x,), tuple(x.shape[2:]))
+
+    def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
+        (x,) = context
+        grad_enabled = torch.is_grad_enabled()
+        calls = 0
+
+        def hook(_m: nn.Module, _i: Any, _o: Any) -> Tensor:
+            nonlocal calls
+            calls += 1
+            torch.set_grad_enabled(grad_enabled)
+            return activations
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                output = self._model(x)
+        finally:
+            handle.remove()
+        if calls != 1:
+            raise LayerError(f"layer {self.layer!r} is called {calls} times; pick a module called once")
+        return model_output_logits(output)
+
+
+def _check_activations(activations: Any, layer: str) -> Tensor:
+    if not isinstance(activations, Tensor):
+        raise LayerError(f"layer {layer!r} outputs a {type(activations).__name__}, not a tensor")
+    if activations.dim() != 4:
+        raise LayerError(
+            f"layer {layer!r} outputs shape {tuple(activations.shape)}, not spatial maps (B, K, h, w); "
+            "pick a convolutional layer"
+        )
+    return activations
+
+
+def split_model(model: nn.Module, layer: str | nn.Module, mode: SplitMode = "auto") -> SplitModel:
+    """Cut ``model`` at ``layer``; ``mode="auto"`` uses the graph split, else the re-run fallback."""
+    name, module = resolve_layer(model, layer)
+    if mode == "rerun":
+        return RerunSplit(model, name, module)
+    try:
+        return GraphSplit(model, name, module)
+    except LayerError:
+        raise
+    except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
+        if mode == "graph":
+            raise HeadError(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
+        warnings.warn(
+            f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: {exc}); "
+            "the head is evaluated by re-running the model with the layer's output substituted",
+            stacklevel=3,
+        )
+        return RerunSplit(model, name, module)

@@ -1,0 +1,31 @@
+"""Exceptions raised by liftcam. Every message is one line a user can act on."""
+
+from __future__ import annotations
+
+
+class LiftCamError(Exception):
+    """Base class of every error liftcam raises on bad input or an unsupported model."""
+
+
+class LayerError(LiftCamError):
+    """The target layer cannot be found, is not used, or gives no spatial maps."""
+
+
+class TargetError(LiftCamError):
+    """A target class is out of range or a target specification is malformed."""
+
+
+class UnsupportedOperationError(LiftCamError):
+    """The DeepLIFT engine met an operation in the head that it has no rule for."""
+
+
+class HeadError(LiftCamError):
+    """The part of the network after the target layer cannot be evaluated as asked."""
+
+
+class ImageError(LiftCamError):
+    """An image file cannot be read."""
+
+
+class ModelError(LiftCamError):
+    """A model name or weights specification cannot be resolved."""

@@ -1,0 +1,15 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017): ``alpha_k = mean_ij g_kij``."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .base import CamMethod, MethodInputs, Need
+
+
+class GradCam(CamMethod):
+    name = "grad-cam"
+    needs = frozenset({Need.GRADIENTS})
+
+    def weights(self, inputs: MethodInputs) -> Tensor:
+        return inputs.require("gradients").mean(dim=(2, 3))

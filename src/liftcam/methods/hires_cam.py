@@ -1,0 +1,18 @@
+"""HiResCAM (Draelos & Carin, 2020): map ``sum_k g_k * A_k`` elementwise, no channel coefficients."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .base import CamMethod, MethodInputs, Need
+
+
+class HiResCam(CamMethod):
+    name = "hires-cam"
+    needs = frozenset({Need.GRADIENTS})
+
+    def weights(self, inputs: MethodInputs) -> None:
+        return None
+
+    def raw(self, inputs: MethodInputs) -> tuple[Tensor, None]:
+        return (inputs.require("gradients") * inputs.activations).sum(dim=1), None

@@ -1,0 +1,20 @@
+"""XGrad-CAM (Fu et al., BMVC 2020): ``alpha_k = sum_ij (A_kij / sum_ab A_kab) g_kij`` (0 if the sum is 0)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import CamMethod, MethodInputs, Need
+
+
+class XGradCam(CamMethod):
+    name = "xgrad-cam"
+    needs = frozenset({Need.GRADIENTS})
+
+    def weights(self, inputs: MethodInputs) -> Tensor:
+        a = inputs.activations
+        total = a.sum(dim=(2, 3))
+        nonzero = total != 0
+        weighted = (a * inputs.require("gradients")).sum(dim=(2, 3))
+        return torch.where(nonzero, weighted / torch.where(nonzero, total, torch.ones_like(total)), 0.0)
