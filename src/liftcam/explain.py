@@ -110,6 +110,15 @@ class Explainer:
         context = tuple(c.clone() if isinstance(c, Tensor) else c for c in captured.context)
         return Captured(activations, context, captured.input_size)
 
+    def logits(self, captured: Captured) -> Tensor:
+        """The model's output for captured activations (the head alone, no autograd)."""
+        with torch.no_grad():
+            return self.split.head(captured.activations.clone(), captured.context)
+
+    def linear_head_weight(self, captured: Captured) -> Tensor:
+        """``W`` (C, K) if the head is GAP + Linear; :class:`HeadError` otherwise."""
+        return linear_head_weight(lambda t: self.split.head(t, captured.context), captured.activations)
+
     @overload
     def __call__(
         self, x: Tensor, method: str = ..., targets: Targets = ..., reference: Reference = ...
@@ -178,8 +187,7 @@ class Explainer:
             if logits is None:
                 logits, scores = paired.logits, deeplift_scores
         if logits is None:
-            with torch.no_grad():
-                logits = head(a.clone())
+            logits = self.logits(captured)
             classes = resolve_targets(targets, logits)
             scores = target_scores(targets, classes, logits)
         assert classes is not None and scores is not None
@@ -187,7 +195,7 @@ class Explainer:
         if not bool(torch.isfinite(logits).all()):
             raise LiftCamError("the model's output contains NaN or infinite values")
         if Need.LINEAR_HEAD in needs:
-            weight = linear_head_weight(head, a)
+            weight = self.linear_head_weight(captured)
 
         inputs = MethodInputs(a, classes, gradients, multipliers, ref, weight)
         explanations: dict[str, Explanation] = {}

@@ -1,0 +1,7 @@
+"""``python -m liftcam``: the same command line as ``liftcam``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

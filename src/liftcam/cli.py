@@ -1,0 +1,302 @@
+"""The ``liftcam`` command line: argument parsing and file output around the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .data.images import find_images, load_image
+from .data.samples import sample_photos
+from .errors import HeadError, LiftCamError
+from .explain import Explainer
+from .methods import METHODS, get_method
+from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
+from .viz import save_grid, save_overlay
+
+EXIT_BAD_INPUT = 1  # some input files could not be explained; the others were written
+EXIT_ERROR = 2  # nothing could be explained: bad model, layer, method or target
+
+
+def _error(message: str) -> None:
+    print(f"liftcam: error: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    """``--target``: one class for every image, or the top-k predicted classes."""
+
+    cls: int | None = None
+    top: int = 1
+
+
+def parse_target(text: str | None, categories: Sequence[str]) -> TargetChoice:
+    """``None`` (arg-max), ``topK``, a class index, or an exact class name (case-insensitive)."""
+    if text is None:
+        return TargetChoice()
+    match = re.fullmatch(r"top(\d+)", text.strip().lower())
+    if match:
+        k = int(match.group(1))
+        if k < 1:
+            raise LiftCamError(f"--target {text}: k must be at least 1")
+        if categories and k > len(categories):
+            raise LiftCamError(f"--target {text}: the model has only {len(categories)} classes")
+        return TargetChoice(top=k)
+    if re.fullmatch(r"-?\d+", text.strip()):
+        cls = int(text)
+        if cls < 0 or (categories and cls >= len(categories)):
+            raise LiftCamError(f"class {cls} is out of range for a model with {len(categories) or '?'} classes")
+        return TargetChoice(cls=cls)
+    lowered = [c.lower() for c in categories]
+    if text.strip().lower() in lowered:
+        return TargetChoice(cls=lowered.index(text.strip().lower()))
+    raise LiftCamError(f"--target {text!r} is neither a class index, a class name of this model, nor topK")
+
+
+def _unique_dir(out: Path, stem: str, used: set[str]) -> Path:
+    name, n = stem, 2
+    while name in used:
+        name, n = f"{stem}_{n}", n + 1
+    used.add(name)
+    return out / name
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written summary
+
+
+@dataclass
+class _Run:
+    loaded: LoadedModel
+    explainer: Explainer
+    methods: list[str]
+    target: TargetChoice
+    args: argparse.Namespace
+    out: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+
+    def class_name(self, cls: int) -> str:
+        cats = self.loaded.categories
+        return cats[cls] if 0 <= cls < len(cats) else str(cls)
+
+    def explain_batch(self, files: list[Path], images: list[Any]) -> None:
+        prep = self.loaded.preprocessing
+        crops = [prep.crop_image(im) for im in images]
+        x = torch.stack([prep.normalize(c) for c in crops])
+        captured = self.explainer.capture(x)
+        if "cam" in self.methods and self.args.method == ["all"]:
+            try:
+                self.explainer.linear_head_weight(captured)
+            except HeadError:
+                self.methods.remove("cam")
+                self.summary["methods"] = list(self.methods)
+                print("liftcam: note: cam skipped, the head is not GAP + Linear", file=sys.stderr)
+        ranks: list[tuple[int, Any]] = []
+        if self.target.cls is not None:
+            ranks.append((1, self.target.cls))
+        else:
+            order = self.explainer.logits(captured).argsort(dim=1, descending=True)
+            ranks.extend((r + 1, order[:, r]) for r in range(self.target.top))
+        results = [(rank, self.explainer.explain_captured(captured, self.methods, targets, self.args.reference))
+                   for rank, targets in ranks]
+        logits = next(iter(results[0][1].values())).logits
+        probs = logits.softmax(dim=1).cpu()
+        for i, (path, crop) in enumerate(zip(files, crops, strict=True)):
+            folder = _unique_dir(self.out, path.stem, self.used)
+            folder.mkdir(parents=True, exist_ok=True)
+            top = probs[i].topk(min(5, probs.shape[1]))
+            entry: dict[str, Any] = {
+                "file": str(path),
+                "output_dir": str(folder),
+                "top5": [
+                    {"class": int(c), "name": self.class_name(int(c)), "probability": round(float(p), 6)}
+                    for p, c in zip(top.values, top.indices, strict=True)
+                ],
+                "explanations": [],
+            }
+            for rank, explanations in results:
+                suffix = "" if len(results) == 1 else f"_top{rank}"
+                first = next(iter(explanations.values()))
+                cls = int(first.targets[i])
+                record: dict[str, Any] = {
+                    "rank": rank,
+                    "class": cls,
+                    "name": self.class_name(cls),
+                    "score": float(first.scores[i]),
+                    "probability": float(probs[i, cls]),
+                    "methods": {},
+                }
+                heat: dict[str, np.ndarray] = {}
+                for name, exp in explanations.items():
+                    stem = f"{name}{suffix}"
+                    heat[name] = exp.maps[i].cpu().numpy()
+                    save_overlay(folder / f"{stem}.png", crop, heat[name])
+                    np.save(folder / f"{stem}.npy", exp.raw[i].cpu().numpy())
+                    item: dict[str, Any] = {"overlay": f"{stem}.png", "raw": f"{stem}.npy"}
+                    if exp.delta is not None:
+                        item["delta"] = float(exp.delta[i])
+                    record["methods"][name] = item
+                if self.args.method == ["all"] or self.args.grid:
+                    grid = f"grid{suffix}.png"
+                    title = f"{path.name}: {record['name']} (p={record['probability']:.2f})"
+                    save_grid(folder / grid, crop, heat, title)
+                    record["grid"] = grid
+                entry["explanations"].append(record)
+            self.summary["images"].append(entry)
+
+
+def _resolve_methods(requested: list[str]) -> list[str]:
+    if requested == ["all"]:
+        return list(METHODS)
+    for name in requested:
+        get_method(name)
+    return list(dict.fromkeys(requested))
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        methods = _resolve_methods(args.method)
+        loaded = load_model(args.model, args.weights, args.device)
+        target = parse_target(args.target, loaded.categories)
+        explainer = Explainer(loaded.model, args.layer or loaded.default_layer)
+    except LiftCamError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    if args.images:
+        files = find_images(args.images)
+    else:
+        files = list(sample_photos().values())
+        if not files:
+            _error("no images given and no sample photos installed (pip install 'liftcam[samples]')")
+            return EXIT_ERROR
+    if not files:
+        _error("no image files found in " + ", ".join(args.images))
+        return EXIT_ERROR
+    if loaded.weights == "random":
+        print(f"liftcam: warning: {loaded.name} has random weights; pass --weights for meaningful maps", file=sys.stderr)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _Run(loaded, explainer, methods, target, args, out)
+    run.summary = {
+        "liftcam": __version__,
+        "model": loaded.name,
+        "weights": loaded.weights,
+        "layer": explainer.layer,
+        "methods": methods,
+        "target": args.target or "top1",
+        "reference": args.reference,
+        "images": [],
+        "failed": [],
+    }
+    from tqdm import tqdm
+
+    with tqdm(total=len(files), unit="img", desc="explain", file=sys.stderr, disable=args.quiet) as bar:
+        for start in range(0, len(files), args.batch_size):
+            chunk = files[start : start + args.batch_size]
+            good: list[Path] = []
+            images = []
+            for path in chunk:
+                try:
+                    images.append(load_image(path))
+                    good.append(path)
+                except LiftCamError as exc:
+                    bar.write(f"liftcam: skipped {exc}", file=sys.stderr)
+                    run.summary["failed"].append({"file": str(path), "error": str(exc)})
+            try:
+                if good:
+                    run.explain_batch(good, images)
+            except LiftCamError as exc:
+                _write_json(out / "summary.json", run.summary)
+                _error(str(exc))
+                return EXIT_ERROR
+            finally:
+                bar.update(len(chunk))
+            _write_json(out / "summary.json", run.summary)
+    done = len(run.summary["images"])
+    print(f"liftcam: explained {done} image(s) with {', '.join(run.methods)} -> {out / 'summary.json'}", file=sys.stderr)
+    failed = run.summary["failed"]
+    if failed:
+        print(f"liftcam: {len(failed)} file(s) failed: " + ", ".join(f["file"] for f in failed), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_model(args.model, args.weights, "cpu")
+    except LiftCamError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    print(f"{'layer':40s} {'type':28s} {'output (K x h x w)':20s}")
+    for info in candidate_layers(loaded.model, loaded.preprocessing.crop):
+        mark = "  <- default" if info.name == loaded.default_layer else ""
+        reused = f"  (called {info.calls}x: not explainable)" if info.calls > 1 else ""
+        shape = " x ".join(str(s) for s in info.shape)
+        print(f"{info.name:40s} {info.kind:28s} {shape:20s}{mark}{reused}")
+    return 0
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    for name in available_models():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liftcam", description="Class activation maps grounded in Shapley values.")
+    parser.add_argument("--version", action="version", version=f"liftcam {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("explain", help="explain images; with none given, the bundled sample photos")
+    p.add_argument("images", nargs="*", help="image files or folders (searched recursively)")
+    p.add_argument("--model", default=LITE0, help=f"model name (default {LITE0}; see 'liftcam models')")
+    p.add_argument("--weights", default=None, help="torchvision weights name, a local .pth, or 'random'")
+    p.add_argument("--layer", default=None, help="target layer (default: the model's; see 'liftcam layers')")
+    p.add_argument("--method", nargs="+", default=["lift-cam"], help=f"methods or 'all': {', '.join(METHODS)}")
+    p.add_argument("--target", default=None, help="class index, class name, or topK (default: top1)")
+    p.add_argument("--reference", default="zeros", choices=["zeros", "mean"], help="lift-cam reference")
+    p.add_argument("--out", default="liftcam-out", help="output folder (default liftcam-out)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--grid", action="store_true", help="also write the comparison grid for few methods")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("layers", help="list a model's layers with spatial maps and their shapes")
+    p.add_argument("model", nargs="?", default=LITE0)
+    p.add_argument("--weights", default=None)
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("models", help="list the model names")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        _error("--batch-size must be at least 1")
+        return EXIT_ERROR
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

