@@ -249,7 +249,7 @@ class _PairedMode(TorchFunctionMode):
             out = self._maxpool(func, name, args, kwargs)
         elif name in PRODUCT and len(args) >= 2 and self._depends(args[0]) and self._depends(args[1]):
             out = self._product(func, name, args, kwargs, bound)
-        elif name in AFFINE or (name.startswith("__get__.") and name[8:] in _TENSOR_ATTRIBUTES):
+        elif name in AFFINE or name in PRODUCT or (name.startswith("__get__.") and name[8:] in _TENSOR_ATTRIBUTES):
             self._check_affine(func, name, args, bound)
             out = func(*args, **kwargs)
         else:
