@@ -1,8 +1,8 @@
 """liftcam: class activation maps grounded in Shapley values.
 
-    import liftcam
-    exp = liftcam.explain(model, x, layer="layer4", method="lift-cam")
-    exp.maps     # (B, H, W) in [0, 1]
+import liftcam
+exp = liftcam.explain(model, x, layer="layer4", method="lift-cam")
+exp.maps     # (B, H, W) in [0, 1]
 """
 
 from __future__ import annotations
@@ -13,4 +13,4 @@ from .methods import METHODS
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "Explainer", "Explanation", "LiftCamError", "explain", "__version__"]
+__all__ = ["METHODS", "Explainer", "Explanation", "LiftCamError", "__version__", "explain"]

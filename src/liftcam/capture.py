@@ -62,8 +62,9 @@ def model_output_logits(output: Any) -> Tensor:
         return output[0]
     if isinstance(output, dict):
         for key in ("logits", "out"):
-            if isinstance(output.get(key), Tensor):
-                return output[key]
+            value = output.get(key)
+            if isinstance(value, Tensor):
+                return value
     raise HeadError(f"cannot find the logits in a model output of type {type(output).__name__}")
 
 
@@ -141,8 +142,7 @@ class GraphSplit:
             raise LayerError(f"layer {layer!r} is never called in the model's forward")
         if len(calls) > 1:
             raise LayerError(
-                f"layer {layer!r} is called {len(calls)} times in the forward pass; "
-                "pick a module that is called once"
+                f"layer {layer!r} is called {len(calls)} times in the forward pass; pick a module that is called once"
             )
         target = calls[0]
         downstream = _descendants(target)
@@ -155,12 +155,7 @@ class GraphSplit:
         for n in graph.nodes:
             if n in downstream:
                 for arg in n.all_input_nodes:
-                    if (
-                        arg is not target
-                        and arg not in downstream
-                        and arg.op != "get_attr"
-                        and arg not in context
-                    ):
+                    if arg is not target and arg not in downstream and arg.op != "get_attr" and arg not in context:
                         context.append(arg)
 
         head_graph = torch.fx.Graph()

@@ -110,8 +110,10 @@ class _Run:
         else:
             order = self.explainer.logits(captured).argsort(dim=1, descending=True)
             ranks.extend((r + 1, order[:, r]) for r in range(self.target.top))
-        results = [(rank, self.explainer.explain_captured(captured, self.methods, targets, self.args.reference))
-                   for rank, targets in ranks]
+        results = [
+            (rank, self.explainer.explain_captured(captured, self.methods, targets, self.args.reference))
+            for rank, targets in ranks
+        ]
         logits = next(iter(results[0][1].values())).logits
         probs = logits.softmax(dim=1).cpu()
         for i, (path, crop) in enumerate(zip(files, crops, strict=True)):
@@ -188,7 +190,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         _error("no image files found in " + ", ".join(args.images))
         return EXIT_ERROR
     if loaded.weights == "random":
-        print(f"liftcam: warning: {loaded.name} has random weights; pass --weights for meaningful maps", file=sys.stderr)
+        print(
+            f"liftcam: warning: {loaded.name} has random weights; pass --weights for meaningful maps", file=sys.stderr
+        )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +233,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 bar.update(len(chunk))
             _write_json(out / "summary.json", run.summary)
     done = len(run.summary["images"])
-    print(f"liftcam: explained {done} image(s) with {', '.join(run.methods)} -> {out / 'summary.json'}", file=sys.stderr)
+    print(
+        f"liftcam: explained {done} image(s) with {', '.join(run.methods)} -> {out / 'summary.json'}", file=sys.stderr
+    )
     failed = run.summary["failed"]
     if failed:
         print(f"liftcam: {len(failed)} file(s) failed: " + ", ".join(f["file"] for f in failed), file=sys.stderr)

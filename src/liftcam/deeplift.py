@@ -300,14 +300,15 @@ class _PairedMode(TorchFunctionMode):
             )
         entry = self.tape[self.position]
         self.position += 1
-        if entry.saved and entry.saved[0].shape != saved[0].shape:
+        # a reference shared by the whole batch was run once, with batch size 1: it broadcasts
+        if entry.saved and entry.saved[0].shape[1:] != saved[0].shape[1:]:
             raise HeadError(f"reference and actual shapes differ at {name}")
         return entry.saved
 
     def _elementwise(
         self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any]
     ) -> Tensor:
-        x = args[0]
+        x: Tensor = args[0]
         inplace = _is_inplace(name, bound)
 
         def fn(t: Tensor) -> Tensor:
@@ -320,6 +321,7 @@ class _PairedMode(TorchFunctionMode):
         else:
             ref_in, ref_out = self._next(name, (x,))
             y = _Rescale.apply(x, ref_in, ref_out, fn)
+        assert isinstance(y, Tensor)
         if inplace:
             x.copy_(y)
             return x
@@ -340,7 +342,8 @@ class _PairedMode(TorchFunctionMode):
     def _product(
         self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any]
     ) -> Tensor:
-        a, b = args[0], args[1]
+        a: Tensor = args[0]
+        b: Tensor = args[1]
         inplace = _is_inplace(name, bound)
 
         def fn(p: Tensor, q: Tensor) -> Tensor:
@@ -353,6 +356,7 @@ class _PairedMode(TorchFunctionMode):
         else:
             ref_a, ref_b = self._next(name, (a,))
             y = _AveragedProduct.apply(a, b, ref_a, ref_b, fn)
+        assert isinstance(y, Tensor)
         if inplace:
             a.copy_(y)
             return a
@@ -378,11 +382,19 @@ class PairedPass:
 
 
 def paired_pass(
-    head: Callable[[Tensor], Tensor], activations: Tensor, reference: Tensor, layer: str = "?"
+    head: Callable[[Tensor], Tensor],
+    activations: Tensor,
+    reference: Tensor,
+    layer: str = "?",
+    shared_reference: bool = False,
 ) -> PairedPass:
-    """Run ``head`` on ``reference`` then on ``activations`` with DeepLIFT's Rescale rules."""
+    """Run ``head`` on ``reference`` then on ``activations`` with DeepLIFT's Rescale rules.
+
+    ``shared_reference``: every image has the same reference (``reference[0]``), so the reference
+    pass runs once with batch size 1; only valid when the head needs nothing else of the batch.
+    """
     tape: list[_Entry] = []
-    ref_in = reference.detach().clone()
+    ref_in = (reference[:1] if shared_reference else reference).detach().clone()
     with torch.no_grad(), _PairedMode(ref_in, tape, replay=False, layer=layer):
         reference_logits = head(ref_in)
     leaf = activations.detach().requires_grad_(True)
@@ -394,4 +406,4 @@ def paired_pass(
         raise HeadError("the reference and actual passes through the head took different paths")
     if not logits.requires_grad:
         raise HeadError(f"the model's output does not depend on layer {layer!r}")
-    return PairedPass(logits, reference_logits.detach(), leaf)
+    return PairedPass(logits, reference_logits.detach().expand_as(logits), leaf)

@@ -50,7 +50,7 @@ class Explanation:
 def resolve_reference(reference: Reference, activations: Tensor) -> Tensor:
     """The reference activations R, shaped like A: zeros, the batch mean, or a broadcast tensor."""
     if reference is None or (isinstance(reference, str) and reference in ("zeros", "zero")):
-        return torch.zeros_like(activations)
+        return torch.zeros_like(activations[:1]).expand_as(activations)
     if isinstance(reference, str):
         if reference == "mean":
             return activations.mean(dim=0, keepdim=True).expand_as(activations)
@@ -62,8 +62,7 @@ def resolve_reference(reference: Reference, activations: Tensor) -> Tensor:
         ref = ref.expand_as(activations)
     except RuntimeError:
         raise LiftCamError(
-            f"reference of shape {tuple(ref.shape)} does not broadcast to the activations' "
-            f"{tuple(activations.shape)}"
+            f"reference of shape {tuple(ref.shape)} does not broadcast to the activations' {tuple(activations.shape)}"
         ) from None
     if not bool(torch.isfinite(ref).all()):
         raise LiftCamError("the reference contains NaN or infinite values")
@@ -120,7 +119,7 @@ class Explainer:
         return linear_head_weight(lambda t: self.split.head(t, captured.context), captured.activations)
 
     @overload
-    def __call__(
+    def __call__(  # type: ignore[overload-overlap]
         self, x: Tensor, method: str = ..., targets: Targets = ..., reference: Reference = ...
     ) -> Explanation: ...
 
@@ -178,7 +177,10 @@ class Explainer:
                 (gradients,) = torch.autograd.grad(scores.sum(), leaf)
         if Need.DEEPLIFT in needs:
             ref = resolve_reference(reference, a)
-            paired = paired_pass(head, a, ref, self.layer)
+            # One reference for the whole batch and a head that reads nothing else of the batch:
+            # the reference pass runs on a single sample.
+            shared = ref.stride(0) == 0 and not context
+            paired = paired_pass(head, a, ref, self.layer, shared_reference=shared)
             if classes is None:
                 classes = resolve_targets(targets, paired.logits.detach())
             deeplift_scores = target_scores(targets, classes, paired.logits)
@@ -219,7 +221,7 @@ class Explainer:
 
 
 @overload
-def explain(
+def explain(  # type: ignore[overload-overlap]
     model: nn.Module,
     x: Tensor,
     layer: str | nn.Module,

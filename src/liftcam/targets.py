@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -11,7 +10,7 @@ from torch import Tensor
 from .errors import TargetError
 
 ScoreFunction = Callable[[Tensor], Tensor]
-Targets = Union[None, int, Sequence[int], Tensor, ScoreFunction]
+Targets = None | int | Sequence[int] | Tensor | ScoreFunction
 
 #: ``Explanation.targets`` holds this where the score is a user function, not a class.
 CUSTOM_TARGET = -1

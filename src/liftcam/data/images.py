@@ -99,7 +99,8 @@ class Preprocessing:
 
     def normalize(self, image: Image.Image) -> Tensor:
         """(3, crop, crop) float tensor of an already cropped image."""
-        return TF.normalize(TF.to_tensor(image), list(self.mean), list(self.std))
+        tensor: Tensor = TF.normalize(TF.to_tensor(image), list(self.mean), list(self.std))
+        return tensor
 
     def __call__(self, image: Image.Image) -> Tensor:
         return self.normalize(self.crop_image(image))

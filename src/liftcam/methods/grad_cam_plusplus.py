@@ -1,6 +1,6 @@
 """Grad-CAM++ (Chattopadhay et al., WACV 2018).
 
-    alpha_k = sum_ij a_kij ReLU(g_kij),   a = g^2 / (2 g^2 + sum_ab A_kab g^3)   (0 where the denominator is 0)
+alpha_k = sum_ij a_kij ReLU(g_kij),   a = g^2 / (2 g^2 + sum_ab A_kab g^3)   (0 where the denominator is 0)
 """
 
 from __future__ import annotations

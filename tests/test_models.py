@@ -1,0 +1,97 @@
+"""Named models, offline weights, and real predictions of the pretrained EfficientNet-Lite0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import liftcam
+from liftcam.errors import ModelError
+from liftcam.models import candidate_layers, load_model
+
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 967
+MOTORBIKES = {665, 670}  # moped, motor scooter
+# Object boxes (x0, y0, x1, y1) annotated by hand on the 224 x 224 centre crops.
+BOXES = {"coffee": (25, 0, 190, 140), "motorcycle": (0, 30, 224, 205)}
+
+
+def test_lite0_classifies_real_photos(lite0, photos) -> None:  # type: ignore[no-untyped-def]
+    names = ["chelsea", "coffee", "motorcycle"]
+    x = lite0.preprocessing.batch([photos[n] for n in names])
+    with torch.no_grad():
+        top = lite0.model(x).argmax(1).tolist()
+    assert top[0] in CAT_CLASSES, lite0.categories[top[0]]
+    assert top[1] == ESPRESSO and lite0.categories[ESPRESSO] == "espresso"
+    assert top[2] in MOTORBIKES, lite0.categories[top[2]]
+
+
+def test_lift_cam_is_hottest_on_the_object(lite0, photos) -> None:  # type: ignore[no-untyped-def]
+    x = lite0.preprocessing.batch([photos[n] for n in BOXES])
+    exp = liftcam.explain(lite0.model, x, lite0.default_layer, "lift-cam")
+    for (name, (x0, y0, x1, y1)), heat in zip(BOXES.items(), exp.maps, strict=True):
+        row, col = divmod(int(heat.argmax()), heat.shape[1])
+        assert x0 <= col < x1 and y0 <= row < y1, (name, row, col)
+        inside = float(heat[y0:y1, x0:x1].sum() / heat.sum())
+        area = (x1 - x0) * (y1 - y0) / heat.numel()
+        assert inside > area + 0.1, (name, inside, area)  # concentrated on the object, not uniform
+
+
+def test_default_layers() -> None:
+    expected = {"resnet50": "layer4", "vgg16": "features.29", "mobilenet_v2": "features.18", "densenet121": "features"}
+    for name, layer in expected.items():
+        assert load_model(name).default_layer == layer
+    assert load_model().default_layer == "features.17"
+
+
+def test_candidate_layers_lists_shapes() -> None:
+    model = load_model("resnet18").model
+    layers = {info.name: info for info in candidate_layers(model)}
+    assert layers["layer4"].shape == (512, 7, 7) and layers["layer4"].calls == 1
+    assert layers["layer4.1.relu"].calls == 2
+    assert "fc" not in layers and "avgpool" in layers
+
+
+def test_local_weights_file(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    source = load_model("resnet18").model
+    path = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": source.state_dict()}, path)
+    loaded = load_model("resnet18", str(path))
+    assert loaded.weights == str(path)
+    assert all(
+        torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.model.state_dict().values(), strict=True)
+    )
+    with pytest.raises(ModelError, match="does not match"):
+        load_model("resnet34", str(path))
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model("resnet18", str(tmp_path / "nope.pth"))
+
+
+def test_unsafe_pickle_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"x": object()}}, path)  # a pickled Python object: not weights
+    with pytest.raises(ModelError, match="cannot load weights"):
+        load_model("resnet18", str(path))
+
+
+def test_bad_model_and_weights_names() -> None:
+    with pytest.raises(ModelError, match="unknown model 'resnet51'"):
+        load_model("resnet51")
+    with pytest.raises(ModelError, match="unknown weights 'IMAGENET9K'"):
+        load_model("resnet18", "IMAGENET9K")
+
+
+def test_download_failure_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    def offline(*_args: object, **_kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(ModelError, match=r"cannot get ResNet18_Weights.IMAGENET1K_V1 .*local \.pth"):
+        load_model("resnet18", "DEFAULT")
