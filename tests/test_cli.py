@@ -99,6 +99,7 @@ def test_bad_files_are_listed_and_good_ones_written(tmp_path: Path, capsys: pyte
         (["--method", "gradcam"], "unknown method 'gradcam'"),
         (["--layer", "classifier.1"], "not spatial maps"),
         (["--weights", "/nonexistent/w.pth"], "does not exist"),
+        (["--device", "tpu9"], "unknown device"),
     ],
 )
 def test_bad_arguments_give_one_line(

@@ -154,12 +154,18 @@ def load_model(name: str = LITE0, weights: str | None = None, device: str | torc
     ``"random"``, a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V2"``,
     ``"ResNet50_Weights.IMAGENET1K_V2"``) or the path of a local state dict.
     """
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r}") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but CUDA is not available here")
     if name == LITE0:
         model, description = _lite0(weights)
         preprocessing = Preprocessing(resize=256, crop=224, mean=(0.5,) * 3, std=(0.5,) * 3)
     else:
         model, description, preprocessing = _torchvision(name, weights)
-    model = model.eval().to(device)
+    model = model.eval().to(target)
     return LoadedModel(
         name=name,
         model=model,
