@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -104,25 +104,17 @@ class _LeafTracer(torch.fx.Tracer):
         return m is self._leaf or super().is_leaf_module(m, module_qualified_name)
 
 
-def _descendants(node: torch.fx.Node) -> set[torch.fx.Node]:
+def _reachable(
+    start: Iterable[torch.fx.Node], step: Callable[[torch.fx.Node], Iterable[torch.fx.Node]]
+) -> set[torch.fx.Node]:
+    """Every node reached from ``start`` (included) by following ``step`` repeatedly."""
     seen: set[torch.fx.Node] = set()
-    stack = list(node.users)
+    stack = list(start)
     while stack:
         n = stack.pop()
         if n not in seen:
             seen.add(n)
-            stack.extend(n.users)
-    return seen
-
-
-def _ancestors(nodes: Sequence[torch.fx.Node]) -> set[torch.fx.Node]:
-    seen: set[torch.fx.Node] = set()
-    stack = list(nodes)
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            stack.extend(n.all_input_nodes)
+            stack.extend(step(n))
     return seen
 
 
@@ -145,7 +137,7 @@ class GraphSplit:
                 f"layer {layer!r} is called {len(calls)} times in the forward pass; pick a module that is called once"
             )
         target = calls[0]
-        downstream = _descendants(target)
+        downstream = _reachable(target.users, lambda n: n.users)
         output = next(n for n in graph.nodes if n.op == "output")
         if output not in downstream:
             raise LayerError(f"the model's output does not depend on layer {layer!r}")
@@ -168,7 +160,7 @@ class GraphSplit:
         head_graph.lint()
 
         body_graph = torch.fx.Graph()
-        needed = _ancestors([target, *context])
+        needed = _reachable([target, *context], lambda n: n.all_input_nodes)
         benv: dict[torch.fx.Node, torch.fx.Node] = {}
         for n in graph.nodes:
             if n in needed:
