@@ -80,7 +80,7 @@ def supported_operations() -> list[str]:
     return sorted(n for n in ELEMENTWISE | MAXPOOL if not n.endswith("_"))
 
 
-def _op_name(func: Any) -> str:
+def op_name(func: Any) -> str:
     name = getattr(func, "__name__", repr(func))
     if name == "__get__":  # attribute access such as x.shape or x.T
         owner = getattr(func, "__self__", None)
@@ -241,7 +241,7 @@ class _PairedMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if not self._depends(args) and not self._depends(kwargs):
             return func(*args, **kwargs)
-        name = _op_name(func)
+        name = op_name(func)
         bound = _bound(func, args, kwargs)
         if name in ELEMENTWISE:
             out = self._elementwise(func, name, args, kwargs, bound)

@@ -1,0 +1,294 @@
+"""Fast games for heads of the form ``affine -> one elementwise nonlinearity -> affine``.
+
+Many heads after a late layer are ``F(A) = L2(phi(L1(A)))`` with ``L1``, ``L2`` affine and ``phi``
+elementwise (EfficientNet/MobileNet after the last block: 1x1 conv, batch norm, ReLU6, pooling,
+linear), or purely affine (``GAP + Linear``). For the target logit ``c`` and a coalition mask ``z``:
+
+    L1(A_S) = P0 + sum_k z_k C_k,     P0 = L1(R),  C_k = L1(R + e_k (A_k - R_k)) - P0
+    v(S)    = beta + <w, phi(P0 + z C)>,   w = d F_c / d u,  beta = F_c(u = 0)   (u = phi's output)
+
+so a coalition costs one row of ``z C`` instead of a head forward, and along a permutation the
+pre-activations are running sums of rows of ``C``. An affine head is additive: ``v(S) = v0 + sum z_k c_k``.
+The factorisation is found by following the head's torch calls once; it is checked against the
+head itself at the full and empty coalitions, and not used when the check fails.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from ..deeplift import AFFINE, ELEMENTWISE, PRODUCT, iter_tensors, op_name
+from .game import CoalitionGame
+
+_PASS_ATTRIBUTES = frozenset({"__get__.T", "__get__.mT"})
+
+
+class _NotFactorable(Exception):
+    pass
+
+
+class _Stop(Exception):
+    def __init__(self, value: Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+
+_TENSOR_INPLACE = frozenset({"relu", "sigmoid", "tanh", "clamp", "clip", "clamp_min", "clamp_max"})
+
+
+@dataclass
+class _Phi:
+    """The head's elementwise nonlinearity with its extra arguments."""
+
+    func: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    inplace: bool
+
+    def __call__(self, t: Tensor) -> Tensor:
+        out: Tensor = self.func(t.clone() if self.inplace else t, *self.args, **self.kwargs)
+        return out
+
+    def apply_(self, t: Tensor) -> Tensor:
+        """In place on ``t`` (a scratch buffer): no allocation of a tensor as large as ``t``."""
+        name = op_name(self.func).removesuffix("_")
+        kwargs = {k: v for k, v in self.kwargs.items() if k != "inplace"}
+        try:
+            has_inplace = "inplace" in inspect.signature(self.func).parameters
+        except (TypeError, ValueError):
+            has_inplace = False
+        if has_inplace:
+            self.func(t, *self.args, inplace=True, **kwargs)
+        elif name in _TENSOR_INPLACE:
+            getattr(torch.Tensor, name + "_")(t, *self.args, **kwargs)
+        else:
+            t.copy_(self(t))
+        return t
+
+
+class _Stages(TorchFunctionMode):
+    """Follows one head pass: affine calls on the input, at most one elementwise call, affine calls.
+
+    With ``stop`` it raises :class:`_Stop` with the nonlinearity's input; with ``override`` it
+    returns ``override`` as the nonlinearity's output.
+    """
+
+    def __init__(self, source: Tensor, stop: bool = False, override: Tensor | None = None) -> None:
+        super().__init__()
+        self.pre: dict[int, Tensor] = {id(source): source}
+        self.post: dict[int, Tensor] = {}
+        self.phi: _Phi | None = None
+        self.stop = stop
+        self.override = override
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        inputs = list(iter_tensors((args, kwargs)))
+        pre = any(id(t) in self.pre for t in inputs)
+        post = any(id(t) in self.post for t in inputs)
+        if not pre and not post:
+            return func(*args, **kwargs)
+        if pre and post:
+            raise _NotFactorable("the head combines values from before and after its nonlinearity")
+        name = op_name(func)
+        if name in ELEMENTWISE and pre and self.phi is None:
+            if sum(id(t) in self.pre for t in inputs) != 1 or not isinstance(args[0], Tensor):
+                raise _NotFactorable(f"{name} with several inputs")
+            inplace = name.endswith("_") or bool(kwargs.get("inplace", False))
+            self.phi = _Phi(func, args[1:], dict(kwargs), inplace)
+            if self.stop:
+                raise _Stop(args[0])
+            out = self.override if self.override is not None else self.phi(args[0])
+            if inplace:
+                self.pre.pop(id(args[0]), None)
+            self.post[id(out)] = out
+            return out
+        dependent_operands = sum(
+            1 for a in args[:2] if any(id(t) in self.pre or id(t) in self.post for t in iter_tensors(a))
+        )
+        if name in AFFINE or name in _PASS_ATTRIBUTES or (name in PRODUCT and dependent_operands < 2):
+            if name == "batch_norm" and (kwargs.get("training") or (len(args) > 5 and args[5])):
+                raise _NotFactorable("batch norm in training mode")
+            if "dropout" in name:
+                training = kwargs.get("training", args[2] if len(args) > 2 else True)
+                if training:
+                    raise _NotFactorable("active dropout")
+            out = func(*args, **kwargs)
+            stage = self.pre if pre else self.post
+            for t in iter_tensors(out):
+                stage[id(t)] = t
+            return out
+        out = func(*args, **kwargs)
+        if not any(True for _ in iter_tensors(out)):
+            return out
+        raise _NotFactorable(f"{name} is neither affine nor the single elementwise nonlinearity")
+
+
+@dataclass
+class FactoredHead:
+    """``head = suffix o phi o prefix`` (``phi`` None: the head is affine and ``prefix`` is the head)."""
+
+    prefix: Callable[[Tensor], Tensor]
+    phi: _Phi | None
+    suffix: Callable[[Tensor], Tensor] | None
+
+
+def factor_head(head: Callable[[Tensor], Tensor], sample: Tensor) -> FactoredHead | None:
+    """Factor ``head`` as affine, elementwise, affine (or affine alone); None if it is not so."""
+    probe = sample.detach().clone()
+    stages = _Stages(probe)
+    try:
+        with torch.no_grad(), stages:
+            head(probe)
+    except _NotFactorable:
+        return None
+    phi = stages.phi
+    if phi is None:
+        return FactoredHead(prefix=head, phi=None, suffix=None)
+
+    def prefix(a: Tensor) -> Tensor:
+        a = a.clone()
+        try:
+            with _Stages(a, stop=True):
+                head(a)
+        except _Stop as stop:
+            return stop.value
+        raise _NotFactorable("the nonlinearity was not reached")
+
+    def suffix(u: Tensor) -> Tensor:
+        dummy = sample.detach().new_zeros((u.shape[0], *sample.shape[1:]))
+        with _Stages(dummy, override=u):
+            return head(dummy)
+
+    return FactoredHead(prefix=prefix, phi=phi, suffix=suffix)
+
+
+class AdditiveGame(CoalitionGame):
+    """An affine head: ``v(S) = v0 + sum_{k in S} c_k`` exactly."""
+
+    def __init__(self, v0: float, contributions: Tensor) -> None:
+        self.v0 = v0
+        self.contributions = contributions.double()
+        self.n_players = contributions.shape[0]
+
+    def values(self, masks: Tensor) -> Tensor:
+        return self.v0 + masks.to(self.contributions) @ self.contributions
+
+    def shapley(self) -> Tensor:
+        return self.contributions.clone()
+
+
+class FactoredGame(CoalitionGame):
+    """``v(S) = beta + <w, phi(P0 + z C)>``: coalitions cost a row of ``z C``, chains a running sum."""
+
+    def __init__(
+        self, phi: _Phi, base: Tensor, rows: Tensor, w: Tensor, beta: float, memory_bytes: int = 256 * 2**20
+    ) -> None:
+        self.phi = phi
+        self.base = base.reshape(-1)  # P0 (D,)
+        self.rows = rows.reshape(rows.shape[0], -1).contiguous()  # C (K, D)
+        self.w = w.reshape(-1)
+        self.beta = beta
+        self.n_players = rows.shape[0]
+        self.memory_bytes = memory_bytes
+
+    def _evaluate(self, pre: Tensor, scratch: bool = False) -> Tensor:
+        """``beta + <w, phi(pre)>`` over the last dimension, in float64 (``scratch``: overwrite ``pre``)."""
+        activated = self.phi.apply_(pre) if scratch else self.phi(pre)
+        return (activated @ self.w).double() + self.beta
+
+    def values(self, masks: Tensor) -> Tensor:
+        d = self.base.numel()
+        chunk = max(1, self.memory_bytes // (4 * d * 2))
+        out = [
+            self._evaluate(self.base + masks[s : s + chunk].to(self.rows) @ self.rows)
+            for s in range(0, masks.shape[0], chunk)
+        ]
+        return torch.cat(out) if out else self.base.new_zeros(0, dtype=torch.float64)
+
+    def chain_values(self, orders: Tensor) -> Tensor:
+        """Running sums of rows of ``C``; a permutation followed by its reverse shares them:
+        the reverse's prefixes are the complements, ``P0 + (C_total - S_j)``."""
+        p, k = orders.shape
+        d = self.base.numel()
+        per_chain = (k + 1) * d * 4
+        pairs = p % 2 == 0 and p > 0 and torch.equal(orders[1::2], orders[0::2].flip(1))
+        step = 2 if pairs else 1
+        chunk = max(1, self.memory_bytes // (per_chain * step)) * step
+        complement = 2 * self.base + self.rows.sum(dim=0)  # P0 + C_total + P0
+        out = torch.empty(p, k + 1, dtype=torch.float64, device=self.base.device)
+        sums = torch.empty(chunk // step, k + 1, d, dtype=self.rows.dtype, device=self.rows.device)
+        scratch = torch.empty_like(sums) if pairs else sums
+        for start in range(0, p, chunk):
+            block = orders[start : start + chunk : step]
+            n = block.shape[0]
+            sums[:n, 0] = self.base
+            for m, order in enumerate(block.tolist()):
+                chain = sums[m]
+                for j, player in enumerate(order):
+                    torch.add(chain[j], self.rows[player], out=chain[j + 1])
+            if pairs:
+                # prefix j of the reverse is the complement of prefix K - j of the permutation
+                torch.sub(complement, sums[:n], out=scratch[:n])
+                out[start + 1 : start + chunk : 2] = self._evaluate(scratch[:n], scratch=True).flip(1)
+            out[start : start + chunk : step] = self._evaluate(sums[:n], scratch=True)
+        return out
+
+
+def build_fast_game(
+    head: Callable[[Tensor], Tensor],
+    activations: Tensor,
+    reference: Tensor,
+    cls: int,
+    memory_bytes: int = 256 * 2**20,
+) -> CoalitionGame | None:
+    """A fast game for one image's head (``head`` takes (N, K, h, w)), or None where it does not apply.
+
+    ``activations`` and ``reference`` are (K, h, w); ``cls`` the explained class.
+    """
+    factored = factor_head(head, activations[None])
+    if factored is None:
+        return None
+    k = activations.shape[0]
+    diff = activations - reference
+    chunk = max(1, memory_bytes // (activations.numel() * 4 * 8))
+
+    def channel_inputs(start: int, stop: int) -> Tensor:
+        eye = torch.eye(k, dtype=activations.dtype, device=activations.device)[start:stop]
+        return reference + eye[:, :, None, None] * diff
+
+    with torch.no_grad():
+        try:
+            base = factored.prefix(reference[None])
+            rows = torch.cat([factored.prefix(channel_inputs(s, min(s + chunk, k))) - base for s in range(0, k, chunk)])
+        except _NotFactorable:
+            return None
+        full = float(head(activations[None])[0, cls])
+        empty = float(head(reference[None])[0, cls])
+    if factored.phi is None:
+        game: CoalitionGame = AdditiveGame(float(base[0, cls]), rows[:, cls])
+    else:
+        assert factored.suffix is not None
+        u = torch.zeros_like(base).requires_grad_(True)
+        with torch.enable_grad():
+            score = factored.suffix(u)[0, cls]
+            (w,) = torch.autograd.grad(score, u)
+        game = FactoredGame(factored.phi, base[0], rows, w[0], float(score.detach()), memory_bytes)
+    ones = torch.ones(1, k, device=activations.device)
+    check = game.values(torch.cat([ones, torch.zeros_like(ones)]))
+    scale = max(abs(full), abs(empty), 1.0)
+    if not math.isclose(float(check[0]), full, abs_tol=1e-4 * scale) or not math.isclose(
+        float(check[1]), empty, abs_tol=1e-4 * scale
+    ):
+        return None
+    return game
