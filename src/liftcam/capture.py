@@ -73,12 +73,14 @@ class Captured:
     """What the body computed for one input batch.
 
     ``activations`` is the target layer's output ``A`` (B, K, h, w); ``context`` holds the other
-    values the head needs (not functions of ``A``); ``input_size`` is the input's spatial size.
+    values the head needs (not functions of ``A``); ``input_size`` is the input's spatial size and
+    ``inputs`` the input batch itself (for methods that perturb the input).
     """
 
     activations: Tensor
     context: tuple[Any, ...]
     input_size: tuple[int, ...]
+    inputs: Tensor | None = None
 
 
 class SplitModel(Protocol):
@@ -173,7 +175,7 @@ class GraphSplit:
 
     def body(self, x: Tensor) -> Captured:
         activations, *context = self._body(x)
-        return Captured(_check_activations(activations, self.layer), tuple(context), tuple(x.shape[2:]))
+        return Captured(_check_activations(activations, self.layer), tuple(context), tuple(x.shape[2:]), x)
 
     def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
         # Context tensors are cloned: a head may update them in place (``out += identity``).
@@ -221,7 +223,7 @@ class RerunSplit:
             handle.remove()
         if not captured:
             raise LayerError(f"layer {self.layer!r} is never called in the model's forward")
-        return Captured(_check_activations(captured[0], self.layer), (x,), tuple(x.shape[2:]))
+        return Captured(_check_activations(captured[0], self.layer), (x,), tuple(x.shape[2:]), x)
 
     def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
         (x,) = context

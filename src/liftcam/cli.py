@@ -20,7 +20,7 @@ from .data.images import find_images, load_image
 from .data.samples import sample_photos
 from .errors import HeadError, LiftCamError
 from .explain import Explainer
-from .methods import METHODS, get_method
+from .methods import GRADIENT_FAMILY, METHODS, CamMethod, LimeCam, Shap, get_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .viz import save_grid, save_overlay
 
@@ -97,7 +97,7 @@ class _Run:
         crops = [prep.crop_image(im) for im in images]
         x = torch.stack([prep.normalize(c) for c in crops])
         captured = self.explainer.capture(x)
-        if "cam" in self.methods and self.args.method == ["all"]:
+        if "cam" in self.methods and self.args.method[0] in METHOD_GROUPS:
             try:
                 self.explainer.linear_head_weight(captured)
             except HeadError:
@@ -110,8 +110,9 @@ class _Run:
         else:
             order = self.explainer.logits(captured).argsort(dim=1, descending=True)
             ranks.extend((r + 1, order[:, r]) for r in range(self.target.top))
+        specs = _configured(self.methods, self.args)
         results = [
-            (rank, self.explainer.explain_captured(captured, self.methods, targets, self.args.reference))
+            (rank, self.explainer.explain_captured(captured, specs, targets, self.args.reference))
             for rank, targets in ranks
         ]
         logits = next(iter(results[0][1].values())).logits
@@ -151,7 +152,7 @@ class _Run:
                     if exp.delta is not None:
                         item["delta"] = float(exp.delta[i])
                     record["methods"][name] = item
-                if self.args.method == ["all"] or self.args.grid:
+                if self.args.method[0] in METHOD_GROUPS or self.args.grid:
                     grid = f"grid{suffix}.png"
                     title = f"{path.name}: {record['name']} (p={record['probability']:.2f})"
                     save_grid(folder / grid, crop, heat, title)
@@ -160,12 +161,28 @@ class _Run:
             self.summary["images"].append(entry)
 
 
+METHOD_GROUPS = {"all": METHODS, "fast": GRADIENT_FAMILY}
+
+
 def _resolve_methods(requested: list[str]) -> list[str]:
-    if requested == ["all"]:
-        return list(METHODS)
+    if len(requested) == 1 and requested[0] in METHOD_GROUPS:
+        return list(METHOD_GROUPS[requested[0]])
     for name in requested:
         get_method(name)
     return list(dict.fromkeys(requested))
+
+
+def _configured(names: list[str], args: argparse.Namespace) -> list[str | CamMethod]:
+    """Method instances with the command line's sampling options."""
+    specs: list[str | CamMethod] = []
+    for name in names:
+        if name == "shap":
+            specs.append(Shap(n_samples=args.samples, seed=args.seed))
+        elif name == "lime-cam":
+            specs.append(LimeCam(seed=args.seed))
+        else:
+            specs.append(name)
+    return specs
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -274,9 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=LITE0, help=f"model name (default {LITE0}; see 'liftcam models')")
     p.add_argument("--weights", default=None, help="torchvision weights name, a local .pth, or 'random'")
     p.add_argument("--layer", default=None, help="target layer (default: the model's; see 'liftcam layers')")
-    p.add_argument("--method", nargs="+", default=["lift-cam"], help=f"methods or 'all': {', '.join(METHODS)}")
+    p.add_argument(
+        "--method",
+        nargs="+",
+        default=["lift-cam"],
+        help=f"methods, 'fast' (the gradient family) or 'all': {', '.join(METHODS)}",
+    )
     p.add_argument("--target", default=None, help="class index, class name, or topK (default: top1)")
-    p.add_argument("--reference", default="zeros", choices=["zeros", "mean"], help="lift-cam reference")
+    p.add_argument("--reference", default="zeros", choices=["zeros", "mean"], help="lift-cam and shap reference")
+    p.add_argument("--samples", type=int, default=1000, help="shap: permutations when K is too large to enumerate")
+    p.add_argument("--seed", type=int, default=0, help="shap and lime-cam sampling seed")
     p.add_argument("--out", default="liftcam-out", help="output folder (default liftcam-out)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, overload
 
 import torch
@@ -12,9 +12,11 @@ from torch import Tensor, nn
 from .capture import Captured, SplitMode, split_model
 from .deeplift import paired_pass
 from .errors import HeadError, LiftCamError
+from .head import DEFAULT_MEMORY_BYTES, HeadEvaluator
 from .linear_head import linear_head_weight
+from .lrp import lrp_relevance
 from .maps import normalized_maps
-from .methods import MethodInputs, Need, get_method
+from .methods import CamMethod, MethodInputs, Need, get_method
 from .targets import Targets, resolve_targets, target_scores
 
 Reference = Literal["zeros", "mean"] | Tensor | None
@@ -34,6 +36,7 @@ class Explanation:
         scores: (B,) the explained scores ``s = F(A)_c`` (target logits).
         logits: (B, C) the model's output.
         delta: (B,) for DeepLIFT methods, ``sum_k alpha_k - (F(A)_c - F(R)_c)``; else None.
+        extras: per-method extras, e.g. ``"stderr"`` (B, K) for sampled Shapley values.
     """
 
     method: str
@@ -45,6 +48,7 @@ class Explanation:
     scores: Tensor
     logits: Tensor
     delta: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 def resolve_reference(reference: Reference, activations: Tensor) -> Tensor:
@@ -77,11 +81,15 @@ class Explainer:
         layer: the target layer, a dotted name as in ``model.named_modules()`` or the module.
         split_mode: ``"auto"`` (torch.fx graph split, else re-running the model), ``"graph"`` or
             ``"rerun"``.
+        lrp_epsilon: the epsilon of ``lrp-cam``'s rule (captum's default, as the official code).
     """
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module, *, split_mode: SplitMode = "auto") -> None:
+    def __init__(
+        self, model: nn.Module, layer: str | nn.Module, *, split_mode: SplitMode = "auto", lrp_epsilon: float = 1e-9
+    ) -> None:
         self.model = model
         self.split = split_model(model, layer, split_mode)
+        self.lrp_epsilon = lrp_epsilon
 
     @property
     def layer(self) -> str:
@@ -107,7 +115,7 @@ class Explainer:
         if not bool(torch.isfinite(activations).all()):
             raise LiftCamError(f"the activations of layer {self.layer!r} contain NaN or infinite values")
         context = tuple(c.clone() if isinstance(c, Tensor) else c for c in captured.context)
-        return Captured(activations, context, captured.input_size)
+        return Captured(activations, context, captured.input_size, x)
 
     def logits(self, captured: Captured) -> Tensor:
         """The model's output for captured activations (the head alone, no autograd)."""
@@ -120,53 +128,61 @@ class Explainer:
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
-        self, x: Tensor, method: str = ..., targets: Targets = ..., reference: Reference = ...
+        self, x: Tensor, method: str | CamMethod = ..., targets: Targets = ..., reference: Reference = ...
     ) -> Explanation: ...
 
     @overload
     def __call__(
-        self, x: Tensor, method: Sequence[str], targets: Targets = ..., reference: Reference = ...
+        self, x: Tensor, method: Sequence[str | CamMethod], targets: Targets = ..., reference: Reference = ...
     ) -> dict[str, Explanation]: ...
 
     def __call__(
         self,
         x: Tensor,
-        method: str | Sequence[str] = "lift-cam",
+        method: str | CamMethod | Sequence[str | CamMethod] = "lift-cam",
         targets: Targets = None,
         reference: Reference = None,
     ) -> Explanation | dict[str, Explanation]:
-        """Explain ``x`` with one method (an :class:`Explanation`) or several (a dict by name)."""
-        names = [method] if isinstance(method, str) else list(method)
-        result = self.explain_captured(self.capture(x), names, targets, reference)
-        return result[method] if isinstance(method, str) else result
+        """Explain ``x`` with one method (an :class:`Explanation`) or several (a dict by name).
+
+        A method is a name of :data:`METHODS` or a configured instance (``liftcam.methods.Shap(n_samples=200)``).
+        """
+        single = isinstance(method, (str, CamMethod))
+        specs: list[str | CamMethod] = [method] if single else list(method)  # type: ignore[list-item, arg-type]
+        result = self.explain_captured(self.capture(x), specs, targets, reference)
+        return next(iter(result.values())) if single else result
 
     def explain_captured(
         self,
         captured: Captured,
-        methods: Sequence[str],
+        methods: Sequence[str | CamMethod],
         targets: Targets = None,
         reference: Reference = None,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
     ) -> dict[str, Explanation]:
         """Explain already captured activations with every method in ``methods``.
 
-        The head runs at most twice: once with autograd for all gradient methods, and once as the
-        paired reference/actual DeepLIFT pass; both are shared by every method that needs them.
+        Each pass is shared by every method that needs it: one head pass with autograd for the
+        gradient methods, one paired reference/actual pass for DeepLIFT, one LRP pass, and a
+        head evaluator for the perturbation methods. ``memory_bytes`` bounds one chunk of head
+        evaluations.
         """
-        chosen = {name: get_method(name) for name in dict.fromkeys(methods)}
+        chosen = {m.name: m for m in (get_method(spec) for spec in methods)}
         if not chosen:
             raise LiftCamError("no method given")
         needs: set[Need] = set().union(*(m.needs for m in chosen.values()))
         a = captured.activations
         context = captured.context
+        ref = resolve_reference(reference, a)
+        score_function = targets if callable(targets) and not isinstance(targets, Tensor) else None
 
         def head(t: Tensor) -> Tensor:
             return self.split.head(t, context)
 
         logits: Tensor | None = None
         classes: Tensor | None = None
-        scores: Tensor | None = None
-        gradients = multipliers = ref = reference_scores = weight = None
-        if Need.GRADIENTS in needs:
+        gradients = hessian_vector = multipliers = relevance = reference_scores = weight = None
+        if needs & {Need.GRADIENTS, Need.HESSIAN}:
             leaf = a.detach().requires_grad_(True)
             with torch.enable_grad():
                 logits = head(leaf.clone())
@@ -174,48 +190,74 @@ class Explainer:
                 scores = target_scores(targets, classes, logits)
                 if not scores.requires_grad:
                     raise HeadError(f"the explained score does not depend on layer {self.layer!r}")
-                (gradients,) = torch.autograd.grad(scores.sum(), leaf)
+                second_order = Need.HESSIAN in needs
+                (gradients,) = torch.autograd.grad(scores.sum(), leaf, create_graph=second_order)
+                if second_order:
+                    hessian_vector = torch.zeros_like(a)
+                    if gradients.requires_grad:  # else the head is piecewise linear: H A = 0
+                        (hv,) = torch.autograd.grad(gradients, leaf, grad_outputs=a, allow_unused=True)
+                        hessian_vector = hv if hv is not None else hessian_vector
+                    gradients = gradients.detach()
         if Need.DEEPLIFT in needs:
-            ref = resolve_reference(reference, a)
             # One reference for the whole batch and a head that reads nothing else of the batch:
             # the reference pass runs on a single sample.
             shared = ref.stride(0) == 0 and not context
             paired = paired_pass(head, a, ref, self.layer, shared_reference=shared)
             if classes is None:
+                logits = paired.logits
                 classes = resolve_targets(targets, paired.logits.detach())
             deeplift_scores = target_scores(targets, classes, paired.logits)
             reference_scores = target_scores(targets, classes, paired.reference_logits).detach()
             multipliers = paired.multipliers(deeplift_scores)
-            if logits is None:
-                logits, scores = paired.logits, deeplift_scores
         if logits is None:
             logits = self.logits(captured)
             classes = resolve_targets(targets, logits)
-            scores = target_scores(targets, classes, logits)
-        assert classes is not None and scores is not None
-        logits, scores = logits.detach(), scores.detach()
+        assert classes is not None
+        logits = logits.detach()
         if not bool(torch.isfinite(logits).all()):
             raise LiftCamError("the model's output contains NaN or infinite values")
+        scores = target_scores(targets, classes, logits)
+        if Need.LRP in needs:
+            _, relevance = lrp_relevance(
+                head, a, lambda lg: target_scores(targets, classes, lg), self.lrp_epsilon, self.layer
+            )
         if Need.LINEAR_HEAD in needs:
             weight = self.linear_head_weight(captured)
+        evaluator = HeadEvaluator(self.split, captured, targets, classes, memory_bytes) if Need.HEAD in needs else None
 
-        inputs = MethodInputs(a, classes, gradients, multipliers, ref, weight)
+        inputs = MethodInputs(
+            activations=a,
+            targets=classes,
+            scores=scores,
+            reference=ref,
+            gradients=gradients,
+            hessian_vector=None if hessian_vector is None else hessian_vector.detach(),
+            multipliers=multipliers,
+            relevance=relevance,
+            linear_weight=weight,
+            evaluator=evaluator,
+            images=captured.inputs,
+            model=self.model,
+            score_function=score_function,
+        )
         explanations: dict[str, Explanation] = {}
         for name, m in chosen.items():
-            raw, alpha = m.raw(inputs)
+            result = m.compute(inputs)
+            alpha = result.weights
             delta = None
             if Need.DEEPLIFT in m.needs and alpha is not None and reference_scores is not None:
                 delta = alpha.sum(dim=1) - (scores - reference_scores)
             explanations[name] = Explanation(
                 method=name,
                 layer=self.layer,
-                maps=normalized_maps(raw.detach(), captured.input_size),
-                raw=raw.detach(),
+                maps=normalized_maps(result.raw.detach(), captured.input_size),
+                raw=result.raw.detach(),
                 weights=None if alpha is None else alpha.detach(),
                 targets=classes,
                 scores=scores,
                 logits=logits,
                 delta=delta,
+                extras={k: v.detach() for k, v in result.extras.items()},
             )
         return explanations
 
@@ -225,7 +267,7 @@ def explain(  # type: ignore[overload-overlap]
     model: nn.Module,
     x: Tensor,
     layer: str | nn.Module,
-    method: str = ...,
+    method: str | CamMethod = ...,
     targets: Targets = ...,
     reference: Reference = ...,
 ) -> Explanation: ...
@@ -236,7 +278,7 @@ def explain(
     model: nn.Module,
     x: Tensor,
     layer: str | nn.Module,
-    method: Sequence[str],
+    method: Sequence[str | CamMethod],
     targets: Targets = ...,
     reference: Reference = ...,
 ) -> dict[str, Explanation]: ...
@@ -246,7 +288,7 @@ def explain(
     model: nn.Module,
     x: Tensor,
     layer: str | nn.Module,
-    method: str | Sequence[str] = "lift-cam",
+    method: str | CamMethod | Sequence[str | CamMethod] = "lift-cam",
     targets: Targets = None,
     reference: Reference = None,
 ) -> Explanation | dict[str, Explanation]:

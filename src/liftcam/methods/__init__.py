@@ -3,29 +3,73 @@
 from __future__ import annotations
 
 from ..errors import LiftCamError
-from .base import CamMethod, MethodInputs, Need
+from .ablation_cam import AblationCam
+from .base import CamMethod, MethodInputs, MethodResult, Need
 from .cam import Cam
 from .grad_cam import GradCam
 from .grad_cam_plusplus import GradCamPlusPlus
 from .hires_cam import HiResCam
 from .layer_cam import LayerCam
 from .lift_cam import LiftCam
+from .lime_cam import LimeCam
+from .lrp_cam import LrpCam
+from .score_cam import ScoreCam
+from .shap import Shap
+from .shapley_cam import ShapleyCam
 from .xgrad_cam import XGradCam
 
-_REGISTRY: dict[str, CamMethod] = {
-    m.name: m for m in (LiftCam(), Cam(), GradCam(), GradCamPlusPlus(), XGradCam(), HiResCam(), LayerCam())
-}
+_CLASSES: tuple[type[CamMethod], ...] = (
+    LiftCam,
+    Cam,
+    GradCam,
+    GradCamPlusPlus,
+    XGradCam,
+    HiResCam,
+    LayerCam,
+    ScoreCam,
+    AblationCam,
+    ShapleyCam,
+    LrpCam,
+    LimeCam,
+    Shap,
+)
+_REGISTRY: dict[str, type[CamMethod]] = {cls.name: cls for cls in _CLASSES}
 
 #: Names of the available methods, in display order.
 METHODS: tuple[str, ...] = tuple(_REGISTRY)
+#: Methods that need one forward/backward pass at most (the fast family).
+GRADIENT_FAMILY: tuple[str, ...] = ("lift-cam", "cam", "grad-cam", "grad-cam++", "xgrad-cam", "hires-cam", "layer-cam")
 
 
-def get_method(name: str) -> CamMethod:
-    """The method registered under ``name``; unknown names raise with the list of methods."""
+def get_method(method: str | CamMethod) -> CamMethod:
+    """A method instance: the given one, or the default-configured one registered under a name."""
+    if isinstance(method, CamMethod):
+        return method
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[method]()
     except KeyError:
-        raise LiftCamError(f"unknown method {name!r}; available: {', '.join(METHODS)}") from None
+        raise LiftCamError(f"unknown method {method!r}; available: {', '.join(METHODS)}") from None
 
 
-__all__ = ["METHODS", "CamMethod", "MethodInputs", "Need", "get_method"]
+__all__ = [
+    "GRADIENT_FAMILY",
+    "METHODS",
+    "AblationCam",
+    "Cam",
+    "CamMethod",
+    "GradCam",
+    "GradCamPlusPlus",
+    "HiResCam",
+    "LayerCam",
+    "LiftCam",
+    "LimeCam",
+    "LrpCam",
+    "MethodInputs",
+    "MethodResult",
+    "Need",
+    "ScoreCam",
+    "Shap",
+    "ShapleyCam",
+    "XGradCam",
+    "get_method",
+]

@@ -2,18 +2,21 @@
 
 A method reads what the explainer computed once for the batch (:class:`MethodInputs`) and supplies
 channel coefficients ``alpha`` (B, K), from which the raw map ``sum_k alpha_k A^k`` follows, or a raw map
-directly. It never runs the model and never touches I/O.
+directly. Perturbation methods evaluate the head (or, for Score-CAM, the model) through what the
+inputs give them. A method never touches I/O.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..head import HeadEvaluator
 from ..maps import weighted_sum
 
 
@@ -21,27 +24,51 @@ class Need(Enum):
     """What a method needs computed before it runs."""
 
     GRADIENTS = "gradients"  # g = ds/dA
+    HESSIAN = "hessian"  # H A, the Hessian-vector product of s in the direction A
     DEEPLIFT = "deeplift"  # DeepLIFT multipliers m of s w.r.t. A, against a reference R
+    LRP = "lrp"  # LRP-epsilon relevance of s on A
     LINEAR_HEAD = "linear_head"  # the weight W (C, K) of a GAP + Linear head
+    HEAD = "head"  # evaluations of the head on modified activations
+    MODEL = "model"  # evaluations of the whole model on modified inputs
 
 
 @dataclass(frozen=True)
 class MethodInputs:
-    """Activations ``A`` (B, K, h, w), explained classes (B,), and what the methods asked for."""
+    """Activations ``A`` (B, K, h, w), explained classes and scores (B,), and what was asked for."""
 
     activations: Tensor
     targets: Tensor
+    scores: Tensor
+    reference: Tensor
     gradients: Tensor | None = None
+    hessian_vector: Tensor | None = None
     multipliers: Tensor | None = None
-    reference: Tensor | None = None
+    relevance: Tensor | None = None
     linear_weight: Tensor | None = None
+    evaluator: HeadEvaluator | None = None
+    images: Tensor | None = None
+    model: nn.Module | None = None
+    score_function: Callable[[Tensor], Tensor] | None = None  # for targets given as a function
 
     def require(self, name: str) -> Tensor:
         value = getattr(self, name)
-        if value is None:
+        if not isinstance(value, Tensor):
             raise RuntimeError(f"{name} were not computed; the method must declare the need")
-        assert isinstance(value, Tensor)
         return value
+
+    def require_evaluator(self) -> HeadEvaluator:
+        if self.evaluator is None:
+            raise RuntimeError("no head evaluator; the method must declare Need.HEAD")
+        return self.evaluator
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """A method's raw map (B, h, w), its coefficients (B, K) or None, and per-method extras."""
+
+    raw: Tensor
+    weights: Tensor | None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 class CamMethod(ABC):
@@ -54,9 +81,13 @@ class CamMethod(ABC):
     def weights(self, inputs: MethodInputs) -> Tensor | None:
         """Channel coefficients (B, K), or None for methods that only define a map."""
 
-    def raw(self, inputs: MethodInputs) -> tuple[Tensor, Tensor | None]:
-        """The raw map (B, h, w) before ReLU and scaling, and the coefficients (or None)."""
+    def compute(self, inputs: MethodInputs) -> MethodResult:
+        """The raw map and coefficients; map-only methods and methods with extras override this."""
         alpha = self.weights(inputs)
         if alpha is None:
             raise NotImplementedError(f"{self.name} defines neither weights nor a raw map")
-        return weighted_sum(alpha, inputs.activations), alpha
+        return MethodResult(weighted_sum(alpha, inputs.activations), alpha)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"

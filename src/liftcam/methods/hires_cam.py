@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from .base import CamMethod, MethodInputs, Need
+from .base import CamMethod, MethodInputs, MethodResult, Need
 
 
 class HiResCam(CamMethod):
@@ -14,5 +12,5 @@ class HiResCam(CamMethod):
     def weights(self, inputs: MethodInputs) -> None:
         return None
 
-    def raw(self, inputs: MethodInputs) -> tuple[Tensor, None]:
-        return (inputs.require("gradients") * inputs.activations).sum(dim=1), None
+    def compute(self, inputs: MethodInputs) -> MethodResult:
+        return MethodResult((inputs.require("gradients") * inputs.activations).sum(dim=1), None)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from .base import CamMethod, MethodInputs, Need
+from .base import CamMethod, MethodInputs, MethodResult, Need
 
 
 class LayerCam(CamMethod):
@@ -15,5 +14,5 @@ class LayerCam(CamMethod):
     def weights(self, inputs: MethodInputs) -> None:
         return None
 
-    def raw(self, inputs: MethodInputs) -> tuple[Tensor, None]:
-        return (torch.relu(inputs.require("gradients")) * inputs.activations).sum(dim=1), None
+    def compute(self, inputs: MethodInputs) -> MethodResult:
+        return MethodResult((torch.relu(inputs.require("gradients")) * inputs.activations).sum(dim=1), None)

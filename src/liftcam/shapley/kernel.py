@@ -24,7 +24,8 @@ def _solve(z: Tensor, y: Tensor, delta: float) -> Tensor:
     ones = torch.ones(z.shape[1], dtype=z.dtype)
     a_inv_b = a_inv @ b
     a_inv_1 = a_inv @ ones
-    return a_inv_b - a_inv_1 * (a_inv_b.sum() - delta) / a_inv_1.sum()
+    phi: Tensor = a_inv_b - a_inv_1 * (a_inv_b.sum() - delta) / a_inv_1.sum()
+    return phi
 
 
 def kernel_shapley(game: CoalitionGame, n_samples: int = 2048, seed: int = 0, groups: int = 8) -> ShapleyResult:

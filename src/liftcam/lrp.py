@@ -1,0 +1,176 @@
+"""Layer-wise relevance propagation (epsilon rule) through the head, for any head written in PyTorch.
+
+The relevance of the score ``s`` starts at the output (``s`` on the explained logit) and flows back
+through the head as a modified gradient, following captum's LRP:
+
+* layers with parameters or pooling (convolution, linear, batch norm, average and max pooling):
+  ``R_x = x * J^T (R_z / (z + eps sign(z)))`` with ``z`` the layer's output (sign(0) = 1);
+* a sum of two terms that both depend on ``A`` (a residual connection): the same rule per term;
+* elementwise nonlinearities (ReLU, Tanh, ...): relevance passes unchanged;
+* reshaping, dropout in eval mode, and other affine calls: their ordinary backward.
+
+The relevance of ``A`` is what arrives at the head's input. Calls are intercepted with a
+:class:`~torch.overrides.TorchFunctionMode`, as for DeepLIFT, so modules, functions and tensor
+methods are all seen; an operation with no rule raises an error naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from .deeplift import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, iter_tensors, op_name, supported_operations
+from .errors import HeadError, UnsupportedOperationError
+
+#: Calls to which the epsilon rule applies (captum's layers with rules).
+EPSILON_RULE = frozenset(
+    {
+        "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear",
+        "batch_norm", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+        "adaptive_avg_pool3d",
+    }
+) | MAXPOOL  # fmt: skip
+_SUMS = frozenset({"add", "__add__", "__radd__", "__iadd__", "add_", "sub", "__sub__", "__isub__", "sub_"})
+
+
+def _stabilised(z: Tensor, epsilon: float) -> Tensor:
+    sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return z + epsilon * sign
+
+
+class _EpsilonRule(torch.autograd.Function):
+    """``z = f(x)``; backward maps the output relevance ``R_z`` to ``x * J^T (R_z / (z + eps sign z))``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], epsilon: float) -> Tensor:
+        ctx.fn, ctx.epsilon = fn, epsilon
+        ctx.save_for_backward(x.detach())
+        with torch.no_grad():
+            return fn(x.detach())
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            z = ctx.fn(xd)
+            (c,) = torch.autograd.grad(z, xd, relevance / _stabilised(z.detach(), ctx.epsilon))
+        return x * c, None, None
+
+
+class _SumRule(torch.autograd.Function):
+    """``z = a + b`` (or ``a - b``), both functions of ``A``: ``R_a = a R_z / z``, ``R_b = +-b R_z / z``."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, sign: float, epsilon: float) -> Tensor:
+        z = a.detach() + sign * b.detach()
+        ctx.sign, ctx.epsilon = sign, epsilon
+        ctx.save_for_backward(a.detach(), b.detach(), z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, ...]:
+        a, b, z = ctx.saved_tensors
+        s = relevance / _stabilised(z, ctx.epsilon)
+        ra, rb = a * s, ctx.sign * b * s
+        return _sum_to(ra, a.shape), _sum_to(rb, b.shape), None, None
+
+
+def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
+    """Undo broadcasting: sum ``t`` down to ``shape``."""
+    while t.dim() > len(shape):
+        t = t.sum(dim=0)
+    for i, n in enumerate(shape):
+        if n == 1 and t.shape[i] != 1:
+            t = t.sum(dim=i, keepdim=True)
+    return t
+
+
+class _PassRelevance(torch.autograd.Function):
+    """An elementwise nonlinearity: relevance passes through unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        with torch.no_grad():
+            return fn(x.detach())
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, ...]:
+        return relevance, None
+
+
+class _LrpMode(TorchFunctionMode):
+    def __init__(self, source: Tensor, epsilon: float, layer: str) -> None:
+        super().__init__()
+        self.dependent: dict[int, Tensor] = {id(source): source}
+        self.epsilon = epsilon
+        self.layer = layer
+
+    def _depends(self, value: Any) -> bool:
+        return any(id(t) in self.dependent for t in iter_tensors(value))
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if not self._depends(args) and not self._depends(kwargs):
+            return func(*args, **kwargs)
+        name = op_name(func)
+        inplace = name.startswith("__i") or (name.endswith("_") and not name.endswith("__")) or kwargs.get("inplace")
+        if name in EPSILON_RULE and isinstance(args[0], Tensor) and self._depends(args[0]):
+            out = _EpsilonRule.apply(args[0], lambda t: func(t, *args[1:], **kwargs), self.epsilon)
+        elif name in ELEMENTWISE and isinstance(args[0], Tensor):
+            rest = args[1:]
+            call_kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
+            out = _PassRelevance.apply(args[0], lambda t: func(t.clone() if inplace else t, *rest, **call_kwargs))
+        elif name in _SUMS and len(args) >= 2 and self._depends(args[0]) and self._depends(args[1]):
+            alpha = kwargs.get("alpha", 1)
+            sign = -float(alpha) if name.startswith(("sub", "__sub", "__isub")) else float(alpha)
+            out = _SumRule.apply(args[0], args[1], sign, self.epsilon)
+        elif name in AFFINE or name in PRODUCT:
+            if name in PRODUCT and len(args) >= 2 and self._depends(args[0]) and self._depends(args[1]):
+                raise UnsupportedOperationError(
+                    f"LRP has no rule for a product of two functions of layer {self.layer!r}"
+                )
+            out = func(*args, **kwargs)
+            for t in iter_tensors(out):
+                self.dependent[id(t)] = t
+            return out
+        else:
+            out = func(*args, **kwargs)
+            if not any(True for _ in iter_tensors(out)):
+                return out
+            raise UnsupportedOperationError(
+                f"LRP has no rule for torch {name} in the head after layer {self.layer!r}; "
+                f"supported nonlinearities: {', '.join(supported_operations())}"
+            )
+        if inplace and isinstance(args[0], Tensor):
+            args[0].copy_(out)
+            out = args[0]
+        for t in iter_tensors(out):
+            self.dependent[id(t)] = t
+        return out
+
+
+def lrp_relevance(
+    head: Callable[[Tensor], Tensor],
+    activations: Tensor,
+    score: Callable[[Tensor], Tensor],
+    epsilon: float = 1e-9,
+    layer: str = "?",
+) -> tuple[Tensor, Tensor]:
+    """Logits and the LRP-epsilon relevance (B, K, h, w) of ``score(logits)`` (B,) on the activations."""
+    leaf = activations.detach().requires_grad_(True)
+    inputs = leaf.clone()
+    with torch.enable_grad():
+        with _LrpMode(inputs, epsilon, layer):
+            logits = head(inputs)
+        scores = score(logits)
+    if not scores.requires_grad:
+        raise HeadError(f"the explained score does not depend on layer {layer!r}")
+    (relevance,) = torch.autograd.grad(scores, leaf, grad_outputs=scores.detach())
+    return logits.detach(), relevance

@@ -1,0 +1,34 @@
+"""Ablation-CAM (Desai & Ramaswamy, WACV 2020): ``alpha_k = (s - s_{-k}) / s``.
+
+``s_{-k}`` is the score with channel ``k`` zeroed, from the head alone (all K ablations of an image in
+batches, or from the factored head's closed form where it applies). 0 where ``s = 0``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..shapley import image_game
+from .base import CamMethod, MethodInputs, Need
+
+
+class AblationCam(CamMethod):
+    name = "ablation-cam"
+    needs = frozenset({Need.HEAD})
+
+    def __init__(self, fast: bool = True) -> None:
+        self.fast = fast
+
+    def weights(self, inputs: MethodInputs) -> Tensor:
+        evaluator = inputs.require_evaluator()
+        a = inputs.activations
+        k = a.shape[1]
+        ablations = 1 - torch.eye(k, device=a.device)
+        rows = []
+        for b in range(a.shape[0]):
+            game = image_game(evaluator, b, torch.zeros_like(a[b]), fast=self.fast)
+            ablated = game.values(ablations).to(a.dtype)
+            s = inputs.scores[b]
+            rows.append(torch.where(s != 0, (s - ablated) / torch.where(s != 0, s, 1.0), 0.0))
+        return torch.stack(rows)
