@@ -58,7 +58,9 @@ def test_fast_methods_write_a_grid(tmp_path: Path) -> None:
 def test_all_methods_on_a_nonlinear_head_skip_cam(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     photo = sample_photos()["coffee"]
     out = tmp_path / "out"
-    assert main(["explain", str(photo), "--layer", "features.16", "--method", "fast", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["explain", str(photo), "--layer", "features.16", "--method", "fast", "--out", str(out), "--quiet"]) == 0
+    )
     assert "cam skipped" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert "cam" not in summary["methods"] and "lift-cam" in summary["methods"]
