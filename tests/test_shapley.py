@@ -186,7 +186,7 @@ def test_shap_method_estimators_and_stderr(nonlinear) -> None:  # type: ignore[n
 
 def test_head_only_evaluation_equals_whole_model(nonlinear) -> None:  # type: ignore[no-untyped-def]
     model, x = nonlinear
-    explainer, evaluator = _setup(model, "body", x)
+    _, evaluator = _setup(model, "body", x)
     modified = torch.randn(5, 6, 8, 8)
     head_scores = evaluator.scores(1, modified)
     calls = []

@@ -22,6 +22,7 @@ from .errors import HeadError, LiftCamError
 from .explain import Explainer
 from .methods import GRADIENT_FAMILY, METHODS, CamMethod, LimeCam, Shap, get_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
+from .runs.fidelity import FIDELITY_METHODS
 from .viz import save_grid, save_overlay
 
 EXIT_BAD_INPUT = 1  # some input files could not be explained; the others were written
@@ -196,15 +197,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except LiftCamError as exc:
         _error(str(exc))
         return EXIT_ERROR
-    if args.images:
-        files = find_images(args.images)
-    else:
-        files = list(sample_photos().values())
-        if not files:
-            _error("no images given and no sample photos installed (pip install 'liftcam[samples]')")
-            return EXIT_ERROR
-    if not files:
-        _error("no image files found in " + ", ".join(args.images))
+    try:
+        files = _input_files(args.images)
+    except LiftCamError as exc:
+        _error(str(exc))
         return EXIT_ERROR
     if loaded.weights == "random":
         print(
@@ -260,6 +256,52 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from .runs.fidelity import run_fidelity
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        loaded = load_model(args.model, args.weights, args.device)
+        files = _input_files(args.images)
+        summary = run_fidelity(
+            loaded,
+            files,
+            Path(args.out),
+            layer=args.layer,
+            methods=args.methods,
+            estimator=args.estimator,
+            samples=args.samples,
+            seed=args.seed,
+            reference=args.reference,
+            progress=not args.quiet,
+        )
+    except LiftCamError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    out = Path(args.out)
+    print((out / "summary.md").read_text(), end="")
+    print(f"liftcam: per-image records in {out / 'records.jsonl'}, {out / 'fidelity.csv'}", file=sys.stderr)
+    if summary["failed"]:
+        files_failed = ", ".join(f["image"] for f in summary["failed"])
+        print(f"liftcam: {len(summary['failed'])} file(s) failed: {files_failed}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def _input_files(images: list[str]) -> list[Path]:
+    """The files named (folders expanded), or the sample photos when none is named."""
+    if images:
+        files = find_images(images)
+        if not files:
+            raise LiftCamError("no image files found in " + ", ".join(images))
+        return files
+    files = list(sample_photos().values())
+    if not files:
+        raise LiftCamError("no images given and no sample photos installed (pip install 'liftcam[samples]')")
+    return files
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     try:
         loaded = load_model(args.model, args.weights, "cpu")
@@ -308,6 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="store_true", help="also write the comparison grid for few methods")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("fidelity", help="compare methods' coefficients with reference Shapley values")
+    p.add_argument("images", nargs="*", help="image files or folders; default: the sample photos")
+    p.add_argument("--model", default=LITE0)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--layer", default=None)
+    p.add_argument("--methods", nargs="+", default=list(FIDELITY_METHODS), help="methods with coefficients")
+    p.add_argument("--estimator", default="auto", choices=["auto", "exact", "permutation", "kernel"])
+    p.add_argument("--samples", type=int, default=1000, help="permutations (or KernelSHAP coalitions)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", default="zeros", choices=["zeros", "mean"])
+    p.add_argument("--out", default="liftcam-fidelity")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_fidelity)
 
     p = sub.add_parser("layers", help="list a model's layers with spatial maps and their shapes")
     p.add_argument("model", nargs="?", default=LITE0)

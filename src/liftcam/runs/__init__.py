@@ -1,0 +1,1 @@
+"""Long runs over many images: resumable records and reports."""

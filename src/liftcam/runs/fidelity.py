@@ -1,0 +1,277 @@
+"""``liftcam fidelity``: how close each method's coefficients are to the Shapley values, per image.
+
+For every image, reference Shapley values of the activation-map game (exact where the head or K
+allows it, else antithetic permutation sampling with a reported standard error), then every method's
+coefficients compared with them (``metrics.shapley_fidelity``) and timed. One record per
+(image, method) goes to ``records.jsonl`` as soon as it is computed; an interrupted run resumes where it
+stopped. At the end: ``fidelity.csv`` (per image), ``summary.md`` (mean, std per method) and
+``fidelity.png`` (per-image Pearson per method).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data.images import load_image
+from ..errors import HeadError, LiftCamError
+from ..explain import Explainer, Reference, resolve_reference
+from ..head import HeadEvaluator
+from ..methods import METHODS, CamMethod, LimeCam, get_method
+from ..metrics.shapley_fidelity import FIDELITY_METRICS, fidelity
+from ..models import LoadedModel
+from ..shapley import Estimator, image_game, shapley_values
+from ..targets import resolve_targets
+from .records import RecordStore
+
+#: Methods with channel coefficients, compared by default.
+FIDELITY_METHODS: tuple[str, ...] = (
+    "lift-cam",
+    "lrp-cam",
+    "lime-cam",
+    "ablation-cam",
+    "shapley-cam",
+    "grad-cam",
+    "grad-cam++",
+    "xgrad-cam",
+    "score-cam",
+    "cam",
+)
+REFERENCE = "shapley-reference"
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """What determines a fidelity run's results."""
+
+    model: str
+    weights: str
+    layer: str
+    methods: tuple[str, ...]
+    estimator: str
+    samples: int
+    seed: int
+    reference: str
+
+    @property
+    def reference_spec(self) -> Reference:
+        return "mean" if self.reference == "mean" else "zeros"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "methods": list(self.methods), "liftcam": __version__}
+
+
+def _method(name: str, seed: int) -> CamMethod:
+    return LimeCam(seed=seed) if name == "lime-cam" else get_method(name)
+
+
+def run_fidelity(
+    loaded: LoadedModel,
+    files: Sequence[Path],
+    out: Path,
+    layer: str | None = None,
+    methods: Sequence[str] = FIDELITY_METHODS,
+    estimator: Estimator = "auto",
+    samples: int = 1000,
+    seed: int = 0,
+    reference: str = "zeros",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the fidelity study; returns the summary (also written to ``out``)."""
+    from tqdm import tqdm
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise LiftCamError(f"unknown method {unknown[0]!r}; available: {', '.join(METHODS)}")
+    explainer = Explainer(loaded.model, layer or loaded.default_layer)
+    settings = FidelitySettings(
+        loaded.name, loaded.weights, explainer.layer, tuple(methods), estimator, samples, seed, reference
+    )
+    store = RecordStore(out, settings.as_dict(), key_fields=("image", "method"))
+    shapley_dir = out / "shapley"
+    shapley_dir.mkdir(exist_ok=True)
+    wanted = [REFERENCE, *methods]
+    with tqdm(total=len(files), unit="img", desc="fidelity", disable=not progress) as bar:
+        for path in files:
+            key = str(path)
+            if all(store.done(image=key, method=m) for m in wanted):
+                bar.update(1)
+                continue
+            try:
+                image = load_image(path)
+            except LiftCamError as exc:
+                if not store.done(image=key, method="error"):
+                    store.append({"image": key, "method": "error", "error": str(exc)})
+                bar.write(f"liftcam: skipped {exc}")
+                bar.update(1)
+                continue
+            x = loaded.preprocessing(image)[None]
+            cache = shapley_dir / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+            _explain_image(explainer, store, cache, key, x, settings)
+            bar.update(1)
+    return write_reports(store, out)
+
+
+def _explain_image(
+    explainer: Explainer, store: RecordStore, cache: Path, key: str, x: torch.Tensor, settings: FidelitySettings
+) -> None:
+    start = time.perf_counter()
+    captured = explainer.capture(x)
+    body_ms = (time.perf_counter() - start) * 1e3
+    a = captured.activations
+    ref = resolve_reference(settings.reference_spec, a)
+    classes = resolve_targets(None, explainer.logits(captured))
+    if cache.exists():
+        saved = np.load(cache)
+        phi = torch.from_numpy(saved["values"])
+    else:
+        start = time.perf_counter()
+        evaluator = HeadEvaluator(explainer.split, captured, None, classes)
+        game = image_game(evaluator, 0, ref[0])
+        result = shapley_values(game, settings.estimator, settings.samples, settings.seed)  # type: ignore[arg-type]
+        ms = (time.perf_counter() - start) * 1e3
+        phi = result.values
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, values=result.values.numpy(), stderr=result.stderr.numpy())
+        tmp.replace(cache)
+        if not store.done(image=key, method=REFERENCE):
+            store.append(
+                {
+                    "image": key,
+                    "method": REFERENCE,
+                    "class": int(classes[0]),
+                    "estimator": result.estimator,
+                    "evaluations": result.evaluations,
+                    "stderr_mean": float(result.stderr.mean()),
+                    "stderr_max": float(result.stderr.max()),
+                    "efficiency_gap": float(result.values.sum()) - (result.v_full - result.v_empty),
+                    "ms": ms,
+                    "body_ms": body_ms,
+                }
+            )
+    for name in settings.methods:
+        if store.done(image=key, method=name):
+            continue
+        record: dict[str, Any] = {"image": key, "method": name, "class": int(classes[0])}
+        start = time.perf_counter()
+        try:
+            spec = [_method(name, settings.seed)]
+            exp = explainer.explain_captured(captured, spec, None, settings.reference_spec)[name]
+        except (HeadError, LiftCamError) as exc:
+            record["error"] = str(exc)
+        else:
+            record["ms"] = (time.perf_counter() - start) * 1e3
+            assert exp.weights is not None
+            record.update(fidelity(exp.weights[0], phi, a[0], captured.input_size))
+        store.append(record)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    clean = [v for v in values if not math.isnan(v)]
+    if not clean:
+        return float("nan"), float("nan")
+    return statistics.fmean(clean), statistics.stdev(clean) if len(clean) > 1 else 0.0
+
+
+def write_reports(store: RecordStore, out: Path) -> dict[str, Any]:
+    """``fidelity.csv``, ``summary.md`` and ``fidelity.png`` from the records; returns the summary."""
+    records = store.records
+    methods = [m for m in store.settings["methods"]]
+    rows = [r for r in records if r["method"] in methods and "error" not in r]
+    with (out / "fidelity.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["image", "method", "class", *FIDELITY_METRICS, "ms"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: r.get(k) for k in writer.fieldnames})
+    summary: dict[str, Any] = {"settings": store.settings, "methods": {}}
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        errors = sorted({r["error"] for r in records if r["method"] == m and "error" in r})
+        entry: dict[str, Any] = {"images": len(mine), "errors": errors}
+        for metric in (*FIDELITY_METRICS, "ms"):
+            entry[metric] = _mean_std([float(r[metric]) for r in mine])
+        summary["methods"][m] = entry
+    refs = [r for r in records if r["method"] == REFERENCE]
+    summary["reference"] = {
+        "images": len(refs),
+        "estimators": sorted({r["estimator"] for r in refs}),
+        "evaluations_per_image": max((r["evaluations"] for r in refs), default=0),
+        "stderr_mean": _mean_std([r["stderr_mean"] for r in refs])[0],
+        "stderr_max": max((r["stderr_max"] for r in refs), default=float("nan")),
+        "ms": _mean_std([r["ms"] for r in refs]),
+    }
+    summary["failed"] = [r for r in records if r["method"] == "error"]
+    (out / "summary.md").write_text(summary_markdown(summary))
+    if rows:
+        _plot(rows, methods, out / "fidelity.png")
+    return summary
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The summary table: mean ± std per method over images, best mean marked in bold."""
+    settings = summary["settings"]
+    ref = summary["reference"]
+    lines = [
+        f"Model `{settings['model']}` ({settings['weights']}), layer `{settings['layer']}`, "
+        f"reference `{settings['reference']}`; {ref['images']} images.",
+        f"Reference Shapley values: {', '.join(ref['estimators']) or '-'} "
+        f"({ref['evaluations_per_image']} coalition values per image, standard error mean "
+        f"{ref['stderr_mean']:.2g}, max {ref['stderr_max']:.2g}; {ref['ms'][0]:.0f} ms per image).",
+        "",
+        "| method | images | " + " | ".join(FIDELITY_METRICS) + " | ms / image |",
+        "|---" * (len(FIDELITY_METRICS) + 3) + "|",
+    ]
+    entries = summary["methods"]
+    best = {
+        metric: max((round(e[metric][0], 3) for e in entries.values() if not math.isnan(e[metric][0])), default=None)
+        for metric in FIDELITY_METRICS
+    }
+    for name, e in entries.items():
+        if not e["images"]:
+            reason = e["errors"][0] if e["errors"] else "no images"
+            lines.append(f"| {name} | 0 | n/a: {reason} |" + " |" * (len(FIDELITY_METRICS)))
+            continue
+        cells = []
+        for metric in FIDELITY_METRICS:
+            mean, std = e[metric]
+            cell = f"{mean:.3f} ± {std:.3f}"
+            cells.append(f"**{cell}**" if best[metric] is not None and round(mean, 3) == best[metric] else cell)
+        lines.append(f"| {name} | {e['images']} | " + " | ".join(cells) + f" | {e['ms'][0]:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    present = [m for m in methods if any(r["method"] == m for r in rows)]
+    data = {
+        m: [float(r["pearson"]) for r in rows if r["method"] == m and not math.isnan(r["pearson"])] for m in present
+    }
+    order = sorted(present, key=lambda m: -statistics.median(data[m]) if data[m] else 0.0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(order), 3.6))
+    try:
+        ax.boxplot([data[m] for m in order], showfliers=False)
+        for i, m in enumerate(order, start=1):
+            ax.scatter(np.full(len(data[m]), i) + np.linspace(-0.12, 0.12, len(data[m])), data[m], s=10, alpha=0.7)
+        ax.set_xticks(range(1, len(order) + 1), order, rotation=30, ha="right")
+        ax.set_ylabel("Pearson with Shapley values")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title("Coefficients vs reference Shapley values, per image")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)

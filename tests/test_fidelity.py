@@ -1,0 +1,171 @@
+"""Shapley-fidelity metrics and the resumable ``liftcam fidelity`` run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+
+from liftcam.data import Preprocessing
+from liftcam.errors import LiftCamError
+from liftcam.metrics.shapley_fidelity import cosine, fidelity, pearson, sign_agreement, spearman, top_k_overlap
+from liftcam.models import LoadedModel
+from liftcam.runs.fidelity import REFERENCE, run_fidelity
+
+
+def test_correlations_match_scipy() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=50)
+    b = a + rng.normal(size=50)
+    b[:5] = b[5]  # ties
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    assert abs(pearson(ta, tb) - stats.pearsonr(a, b).statistic) < 1e-12
+    assert abs(spearman(ta, tb) - stats.spearmanr(a, b).statistic) < 1e-12
+    assert abs(cosine(ta, tb) - float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))) < 1e-12
+    assert np.isnan(pearson(torch.ones(5), ta[:5]))
+
+
+def test_sign_agreement_and_top_k() -> None:
+    phi = torch.tensor([3.0, -1.0, 0.0, 0.0, 2.0])
+    alpha = torch.tensor([1.0, 1.0, 1e-9, 0.0, 5.0])  # 1e-9 is float noise next to 5: counted as zero
+    assert sign_agreement(alpha, phi) == 0.8
+    assert top_k_overlap(torch.arange(20.0), torch.arange(20.0).flip(0), k=10) == 0.0
+    assert top_k_overlap(torch.arange(20.0), torch.arange(20.0) * 2, k=10) == 1.0
+    a = torch.rand(5, 4, 4)
+    scores = fidelity(phi, phi, a, (8, 8))
+    assert all(abs(v - 1.0) < 1e-9 for v in scores.values())
+
+
+def _tiny_loaded(tiny) -> LoadedModel:  # type: ignore[no-untyped-def]
+    return LoadedModel("tiny", tiny, "act", Preprocessing(resize=12, crop=10), ["a", "b", "c"], "random")
+
+
+def _images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+METHODS = ["lift-cam", "grad-cam", "ablation-cam", "cam"]
+
+
+def test_run_writes_records_and_reports(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
+    files = _images(tmp_path / "in", 3)
+    bad = tmp_path / "in" / "bad.png"
+    bad.write_text("no")
+    out = tmp_path / "run"
+    summary = run_fidelity(_tiny_loaded(tiny), [*files, bad], out, methods=METHODS, progress=False)
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len([r for r in records if r["method"] == REFERENCE]) == 3
+    assert {(r["image"], r["method"]) for r in records if r["method"] in METHODS} == {
+        (str(f), m) for f in files for m in METHODS
+    }
+    assert [r["image"] for r in summary["failed"]] == [str(bad)]
+    # on a linear head LIFT-CAM's coefficients are the Shapley values, and Ablation-CAM's are proportional
+    for method in ("lift-cam", "ablation-cam", "cam"):
+        assert summary["methods"][method]["images"] == 3
+    assert summary["methods"]["lift-cam"]["pearson"][0] > 1 - 1e-6
+    assert summary["methods"]["ablation-cam"]["pearson"][0] > 1 - 1e-6
+    table = (out / "summary.md").read_text()
+    assert "| lift-cam | 3 | **1.000" in table
+    assert (out / "fidelity.png").stat().st_size > 1000
+    assert len((out / "fidelity.csv").read_text().splitlines()) == 1 + 3 * len(METHODS)
+
+
+def test_resume_recomputes_only_what_is_missing(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
+    files = _images(tmp_path / "in", 3)
+    out = tmp_path / "run"
+    loaded = _tiny_loaded(tiny)
+    run_fidelity(loaded, files, out, methods=METHODS, progress=False)
+    path = out / "records.jsonl"
+    full = path.read_text().splitlines()
+    # drop the last two records and leave half a line, as a killed process would
+    kept = full[:-2]
+    path.write_text("\n".join(kept) + "\n" + full[-2][: len(full[-2]) // 2])
+    run_fidelity(loaded, files, out, methods=METHODS, progress=False)
+    again = path.read_text().splitlines()
+    assert len(again) == len(full)
+    assert again[: len(kept)] == kept  # nothing recomputed
+    key = lambda line: (json.loads(line)["image"], json.loads(line)["method"])  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, full))  # nothing duplicated or lost
+    run_fidelity(loaded, files, out, methods=METHODS, progress=False)
+    assert path.read_text().splitlines() == again
+
+
+def test_other_settings_are_refused(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
+    files = _images(tmp_path / "in", 1)
+    out = tmp_path / "run"
+    run_fidelity(_tiny_loaded(tiny), files, out, methods=["lift-cam"], progress=False)
+    with pytest.raises(LiftCamError, match="differs in: methods"):
+        run_fidelity(_tiny_loaded(tiny), files, out, methods=["grad-cam"], progress=False)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time, torch
+    sys.path.insert(0, {tests!r})
+    from conftest import TinyCnn
+    from liftcam.data import Preprocessing
+    from liftcam.models import LoadedModel
+    from liftcam.runs import fidelity as run
+    from pathlib import Path
+    torch.manual_seed(0)
+    loaded = LoadedModel("tiny", TinyCnn().eval(), "act", Preprocessing(resize=12, crop=10), ["a", "b", "c"], "random")
+    original = run._explain_image
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+    run._explain_image = slow
+    files = sorted(Path({folder!r}).glob("*.png"))
+    run.run_fidelity(loaded, files, Path(sys.argv[1]), methods={methods!r}, progress=False)
+    """
+)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    _images(tmp_path / "in", 8)
+    script = tmp_path / "run.py"
+    tests = str(Path(__file__).parent)
+    script.write_text(SCRIPT.format(tests=tests, folder=str(tmp_path / "in"), methods=METHODS))
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    process = subprocess.Popen([sys.executable, str(script), str(killed)])
+    records = killed / "records.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not records.exists() or len(records.read_text().splitlines()) < 7):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = len(records.read_text().splitlines())
+    assert 0 < partial < 8 * (len(METHODS) + 1)
+    subprocess.run([sys.executable, str(script), str(killed)], check=True)
+    subprocess.run([sys.executable, str(script), str(clean)], check=True)
+
+    def table(folder: Path) -> dict[tuple[str, str], dict[str, object]]:
+        rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+        keys = [(Path(r["image"]).name, r["method"]) for r in rows]
+        assert len(keys) == len(set(keys)), "duplicated records"
+        return {k: {m: v for m, v in r.items() if m not in ("ms", "body_ms", "image")} for k, r in zip(keys, rows)}
+
+    assert table(killed) == table(clean)
+
+    def csv_without_timing(folder: Path) -> list[list[str]]:
+        lines = (folder / "fidelity.csv").read_text().splitlines()
+        return sorted([Path(row[0]).name, *row[1:-1]] for row in (line.split(",") for line in lines[1:]))
+
+    assert csv_without_timing(killed) == csv_without_timing(clean)
