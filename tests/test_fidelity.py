@@ -160,7 +160,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
         rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
         keys = [(Path(r["image"]).name, r["method"]) for r in rows]
         assert len(keys) == len(set(keys)), "duplicated records"
-        return {k: {m: v for m, v in r.items() if m not in ("ms", "body_ms", "image")} for k, r in zip(keys, rows)}
+        return {
+            k: {m: v for m, v in r.items() if m not in ("ms", "body_ms", "image")}
+            for k, r in zip(keys, rows, strict=True)
+        }
 
     assert table(killed) == table(clean)
 
