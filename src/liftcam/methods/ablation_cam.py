@@ -24,11 +24,13 @@ class AblationCam(CamMethod):
         evaluator = inputs.require_evaluator()
         a = inputs.activations
         k = a.shape[1]
-        ablations = 1 - torch.eye(k, device=a.device)
+        # the full coalition first: s and s_{-k} from the same evaluation path, so that a channel that
+        # changes nothing gets exactly 0
+        coalitions = torch.cat([torch.ones(1, k, device=a.device), 1 - torch.eye(k, device=a.device)])
         rows = []
         for b in range(a.shape[0]):
             game = image_game(evaluator, b, torch.zeros_like(a[b]), fast=self.fast)
-            ablated = game.values(ablations).to(a.dtype)
-            s = inputs.scores[b]
-            rows.append(torch.where(s != 0, (s - ablated) / torch.where(s != 0, s, 1.0), 0.0))
+            values = game.values(coalitions)
+            s, ablated = values[0], values[1:]
+            rows.append(torch.where(s != 0, (s - ablated) / torch.where(s != 0, s, 1.0), 0.0).to(a.dtype))
         return torch.stack(rows)
