@@ -236,3 +236,12 @@ def test_shapley_values_auto_picks_estimator() -> None:
     assert result.estimator == "additive" and torch.equal(
         result.values, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     )
+
+
+def test_exact_enumeration_handles_twenty_players() -> None:
+    game = SaturatingGame(20)
+    exact = exact_shapley(game)  # 2^20 coalitions, vectorised
+    assert exact.evaluations == 2**20
+    assert abs(float(exact.values.sum()) - (exact.v_full - exact.v_empty)) < 1e-9
+    sampled = permutation_shapley(game, 2000, seed=0)
+    assert float(((sampled.values - exact.values).abs() / sampled.stderr).max()) < 5

@@ -24,100 +24,33 @@ place and copied back, so captum's and shap's failure modes do not arise.
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
 from .errors import HeadError, UnsupportedOperationError
+from .tracing import (
+    AFFINE,
+    DIVISION,
+    ELEMENTWISE,
+    MAXPOOL,
+    PRODUCT,
+    TENSOR_ATTRIBUTES,
+    DependencyMode,
+    bound_arguments,
+    is_inplace,
+    iter_tensors,
+    qualified,
+    supported_operations,
+)
 
 # Below this |x - r| a multiplier is the derivative: the secant is numerically meaningless there and
 # the contribution m * (x - r) is negligible either way.
 EPS = 1e-6
-
-ELEMENTWISE = frozenset(
-    {
-        "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_", "clip", "clip_",
-        "clamp_min", "clamp_min_", "clamp_max", "clamp_max_", "silu", "gelu", "sigmoid", "sigmoid_",
-        "tanh", "tanh_", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "celu_",
-        "hardswish", "hardsigmoid", "softplus", "mish", "softsign", "logsigmoid",
-    }
-)  # fmt: skip
-MAXPOOL = frozenset(
-    {
-        "max_pool1d", "max_pool2d", "max_pool3d",
-        "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
-    }
-)  # fmt: skip
-PRODUCT = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "matmul", "__matmul__", "mm", "bmm"})
-# Affine in the tensor arguments that depend on A: the derivative is the DeepLIFT multiplier.
-AFFINE = frozenset(
-    {
-        "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-        "linear", "batch_norm", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
-        "adaptive_avg_pool2d", "adaptive_avg_pool3d", "interpolate", "pixel_shuffle", "pixel_unshuffle",
-        "pad", "flatten", "unflatten", "view", "view_as", "reshape", "reshape_as", "permute",
-        "transpose", "t", "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "contiguous", "clone",
-        "narrow", "select", "__getitem__", "__setitem__", "chunk", "split", "unbind", "cat", "concat",
-        "concatenate", "stack", "hstack", "movedim", "moveaxis", "swapaxes", "swapdims", "roll", "flip",
-        "add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__rsub__",
-        "__isub__", "subtract", "neg", "neg_", "__neg__", "__pos__", "positive", "sum", "mean",
-        "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
-        "to", "float", "type_as", "div", "div_", "__truediv__", "__itruediv__", "true_divide", "einsum",
-    }
-)  # fmt: skip
-_DIVISION = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
-_TENSOR_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "real"})
-
-
-def supported_operations() -> list[str]:
-    """Names of the nonlinear operations the engine has a DeepLIFT rule for."""
-    return sorted(n for n in ELEMENTWISE | MAXPOOL if not n.endswith("_"))
-
-
-def op_name(func: Any) -> str:
-    name = getattr(func, "__name__", repr(func))
-    if name == "__get__":  # attribute access such as x.shape or x.T
-        owner = getattr(func, "__self__", None)
-        return f"__get__.{getattr(owner, '__name__', '?')}"
-    return str(name)
-
-
-def _qualified(func: Any, name: str) -> str:
-    module = getattr(func, "__module__", None) or "torch.Tensor"
-    return f"{module}.{name.removeprefix('__get__.')}"
-
-
-def _bound(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Arguments by name where the signature is known (Python functions such as ``F.relu``)."""
-    try:
-        bound = inspect.signature(func).bind(*args, **kwargs)
-    except (TypeError, ValueError):
-        return dict(kwargs)
-    bound.apply_defaults()
-    return dict(bound.arguments)
-
-
-def iter_tensors(value: Any) -> Iterable[Tensor]:
-    if isinstance(value, Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from iter_tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from iter_tensors(v)
-
-
-def _is_inplace(name: str, bound: dict[str, Any]) -> bool:
-    if name.startswith("__i") or name == "__setitem__":
-        return True
-    return (name.endswith("_") and not name.endswith("__")) or bool(bound.get("inplace", False))
 
 
 @dataclass
@@ -219,37 +152,26 @@ def _maxpool_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
     return pool, wants
 
 
-class _PairedMode(TorchFunctionMode):
+class _PairedMode(DependencyMode):
     """Runs one pass of the head; records the tape (reference) or replays it (actual)."""
 
     def __init__(self, source: Tensor, tape: list[_Entry], replay: bool, layer: str) -> None:
-        super().__init__()
-        # by identity, holding strong references for the pass: a freed tensor's id could be reused
-        self.dependent: dict[int, Tensor] = {id(source): source}
+        super().__init__(source)
         self.batch = source.shape[0]
         self.tape = tape
         self.replay = replay
         self.position = 0
         self.layer = layer
 
-    def _depends(self, value: Any) -> bool:
-        return any(id(t) in self.dependent for t in iter_tensors(value))
-
-    def __torch_function__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-    ) -> Any:
-        kwargs = kwargs or {}
-        if not self._depends(args) and not self._depends(kwargs):
-            return func(*args, **kwargs)
-        name = op_name(func)
-        bound = _bound(func, args, kwargs)
+    def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        bound = bound_arguments(func, args, kwargs)
         if name in ELEMENTWISE:
             out = self._elementwise(func, name, args, kwargs, bound)
         elif name in MAXPOOL:
             out = self._maxpool(func, name, args, kwargs)
-        elif name in PRODUCT and len(args) >= 2 and self._depends(args[0]) and self._depends(args[1]):
+        elif name in PRODUCT and len(args) >= 2 and self.depends(args[0]) and self.depends(args[1]):
             out = self._product(func, name, args, kwargs, bound)
-        elif name in AFFINE or name in PRODUCT or (name.startswith("__get__.") and name[8:] in _TENSOR_ATTRIBUTES):
+        elif name in AFFINE or name in PRODUCT or (name.startswith("__get__.") and name[8:] in TENSOR_ATTRIBUTES):
             self._check_affine(func, name, args, bound)
             out = func(*args, **kwargs)
         else:
@@ -257,7 +179,7 @@ class _PairedMode(TorchFunctionMode):
             if not any(True for _ in iter_tensors(out)):  # metadata: x.size(), x.dim(), x.shape, ...
                 return out
             raise UnsupportedOperationError(
-                f"DeepLIFT has no rule for {_qualified(func, name)} in the head after layer {self.layer!r}; "
+                f"DeepLIFT has no rule for {qualified(func, name)} in the head after layer {self.layer!r}; "
                 f"supported nonlinearities: {', '.join(supported_operations())}"
             )
         self._mark(out, args, name, bound)
@@ -269,11 +191,11 @@ class _PairedMode(TorchFunctionMode):
         training = bound.get("training", bound.get("train", args[2] if len(args) > 2 else False))
         if "dropout" in name and training is True and float(bound.get("p", args[1] if len(args) > 1 else 0.5)) > 0:
             raise HeadError("dropout in the head is active (training mode); call model.eval() first")
-        if name in _DIVISION and len(args) >= 2 and self._depends(args[1]):
+        if name in DIVISION and len(args) >= 2 and self.depends(args[1]):
             raise UnsupportedOperationError(
-                f"DeepLIFT has no rule for division by a function of layer {self.layer!r} ({_qualified(func, name)})"
+                f"DeepLIFT has no rule for division by a function of layer {self.layer!r} ({qualified(func, name)})"
             )
-        if name == "einsum" and sum(self._depends(a) for a in args[1:]) > 1:
+        if name == "einsum" and sum(self.depends(a) for a in args[1:]) > 1:
             raise UnsupportedOperationError("DeepLIFT has no rule for einsum of several functions of the layer")
 
     def _mark(self, out: Any, args: tuple[Any, ...], name: str, bound: dict[str, Any]) -> None:
@@ -284,7 +206,7 @@ class _PairedMode(TorchFunctionMode):
                     "each sample's logits must depend on that sample only"
                 )
             self.dependent[id(t)] = t
-        if _is_inplace(name, bound) and args and isinstance(args[0], Tensor):
+        if is_inplace(name, bound) and args and isinstance(args[0], Tensor):
             self.dependent[id(args[0])] = args[0]
 
     def _next(self, name: str, saved: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -309,7 +231,7 @@ class _PairedMode(TorchFunctionMode):
         self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any]
     ) -> Tensor:
         x: Tensor = args[0]
-        inplace = _is_inplace(name, bound)
+        inplace = is_inplace(name, bound)
 
         def fn(t: Tensor) -> Tensor:
             out: Tensor = func(t.clone() if inplace else t, *args[1:], **kwargs)
@@ -344,7 +266,7 @@ class _PairedMode(TorchFunctionMode):
     ) -> Tensor:
         a: Tensor = args[0]
         b: Tensor = args[1]
-        inplace = _is_inplace(name, bound)
+        inplace = is_inplace(name, bound)
 
         def fn(p: Tensor, q: Tensor) -> Tensor:
             out: Tensor = func(p.clone() if inplace else p, q, *args[2:], **kwargs)

@@ -7,32 +7,26 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
-from .deeplift import iter_tensors
 from .errors import HeadError
+from .tracing import DependencyMode, iter_tensors
 
 # Calls that only reshape or, in eval mode, pass values through.
 _PASSIVE = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous", "clone", "to", "float", "dropout"})
 
 
-class _Recorder(TorchFunctionMode):
-    def __init__(self, source: Tensor) -> None:
-        super().__init__()
-        # by identity, holding strong references for the pass: a freed tensor's id could be reused
-        self.dependent: dict[int, Tensor] = {id(source): source}
-        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any], Any]] = []
+class _Recorder(DependencyMode):
+    """Records the calls on functions of the activations, in order."""
 
-    def __torch_function__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-    ) -> Any:
-        kwargs = kwargs or {}
+    def __init__(self, source: Tensor) -> None:
+        super().__init__(source)
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         out = func(*args, **kwargs)
-        if any(id(t) in self.dependent for t in iter_tensors((args, kwargs))):
-            outs = list(iter_tensors(out))
-            if outs:
-                self.dependent.update((id(t), t) for t in outs)
-                self.calls.append((getattr(func, "__name__", "?"), args, kwargs, out))
+        if any(True for _ in iter_tensors(out)):
+            self.mark(out)
+            self.calls.append((name, args, kwargs))
         return out
 
 
@@ -63,7 +57,7 @@ def linear_head_weight(head: Callable[[Tensor], Tensor], activations: Tensor) ->
     recorder = _Recorder(source)
     with torch.no_grad(), recorder:
         head(source)
-    steps = [(n, a, k) for n, a, k, _ in recorder.calls if n not in _PASSIVE]
+    steps = [(n, a, k) for n, a, k in recorder.calls if n not in _PASSIVE]
     names = [n for n, _, _ in steps]
     if len(steps) == 2 and _is_global_average(*steps[0]) and names[1] == "linear":
         weight = _linear_weight(steps[1][1], steps[1][2])

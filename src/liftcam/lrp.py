@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
-from .deeplift import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, iter_tensors, op_name, supported_operations
 from .errors import HeadError, UnsupportedOperationError
+from .tracing import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, DependencyMode, iter_tensors, supported_operations
 
 #: Calls to which the epsilon rule applies (captum's layers with rules).
 EPSILON_RULE = frozenset(
@@ -103,42 +102,31 @@ class _PassRelevance(torch.autograd.Function):
         return relevance, None
 
 
-class _LrpMode(TorchFunctionMode):
+class _LrpMode(DependencyMode):
     def __init__(self, source: Tensor, epsilon: float, layer: str) -> None:
-        super().__init__()
-        self.dependent: dict[int, Tensor] = {id(source): source}
+        super().__init__(source)
         self.epsilon = epsilon
         self.layer = layer
 
-    def _depends(self, value: Any) -> bool:
-        return any(id(t) in self.dependent for t in iter_tensors(value))
-
-    def __torch_function__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-    ) -> Any:
-        kwargs = kwargs or {}
-        if not self._depends(args) and not self._depends(kwargs):
-            return func(*args, **kwargs)
-        name = op_name(func)
+    def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         inplace = name.startswith("__i") or (name.endswith("_") and not name.endswith("__")) or kwargs.get("inplace")
-        if name in EPSILON_RULE and isinstance(args[0], Tensor) and self._depends(args[0]):
+        if name in EPSILON_RULE and isinstance(args[0], Tensor) and self.depends(args[0]):
             out = _EpsilonRule.apply(args[0], lambda t: func(t, *args[1:], **kwargs), self.epsilon)
         elif name in ELEMENTWISE and isinstance(args[0], Tensor):
             rest = args[1:]
             call_kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
             out = _PassRelevance.apply(args[0], lambda t: func(t.clone() if inplace else t, *rest, **call_kwargs))
-        elif name in _SUMS and len(args) >= 2 and self._depends(args[0]) and self._depends(args[1]):
+        elif name in _SUMS and len(args) >= 2 and self.depends(args[0]) and self.depends(args[1]):
             alpha = kwargs.get("alpha", 1)
             sign = -float(alpha) if name.startswith(("sub", "__sub", "__isub")) else float(alpha)
             out = _SumRule.apply(args[0], args[1], sign, self.epsilon)
         elif name in AFFINE or name in PRODUCT:
-            if name in PRODUCT and len(args) >= 2 and self._depends(args[0]) and self._depends(args[1]):
+            if name in PRODUCT and len(args) >= 2 and self.depends(args[0]) and self.depends(args[1]):
                 raise UnsupportedOperationError(
                     f"LRP has no rule for a product of two functions of layer {self.layer!r}"
                 )
             out = func(*args, **kwargs)
-            for t in iter_tensors(out):
-                self.dependent[id(t)] = t
+            self.mark(out)
             return out
         else:
             out = func(*args, **kwargs)
@@ -151,8 +139,7 @@ class _LrpMode(TorchFunctionMode):
         if inplace and isinstance(args[0], Tensor):
             args[0].copy_(out)
             out = args[0]
-        for t in iter_tensors(out):
-            self.dependent[id(t)] = t
+        self.mark(out)
         return out
 
 

@@ -23,9 +23,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
-from ..deeplift import AFFINE, ELEMENTWISE, PRODUCT, iter_tensors, op_name
+from ..tracing import AFFINE, ELEMENTWISE, PRODUCT, DependencyMode, iter_tensors, op_name
 from .game import CoalitionGame
 
 _PASS_ATTRIBUTES = frozenset({"__get__.T", "__get__.mT"})
@@ -74,35 +73,29 @@ class _Phi:
         return t
 
 
-class _Stages(TorchFunctionMode):
+class _Stages(DependencyMode):
     """Follows one head pass: affine calls on the input, at most one elementwise call, affine calls.
 
-    With ``stop`` it raises :class:`_Stop` with the nonlinearity's input; with ``override`` it
-    returns ``override`` as the nonlinearity's output.
+    ``dependent`` holds what depends on the input; ``post`` the ids of what comes after the
+    nonlinearity. With ``stop`` it raises :class:`_Stop` with the nonlinearity's input; with
+    ``override`` it returns ``override`` as the nonlinearity's output.
     """
 
     def __init__(self, source: Tensor, stop: bool = False, override: Tensor | None = None) -> None:
-        super().__init__()
-        self.pre: dict[int, Tensor] = {id(source): source}
-        self.post: dict[int, Tensor] = {}
+        super().__init__(source)
+        self.post: set[int] = set()
         self.phi: _Phi | None = None
         self.stop = stop
         self.override = override
 
-    def __torch_function__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-    ) -> Any:
-        kwargs = kwargs or {}
-        inputs = list(iter_tensors((args, kwargs)))
-        pre = any(id(t) in self.pre for t in inputs)
+    def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        inputs = [t for t in iter_tensors((args, kwargs)) if id(t) in self.dependent]
         post = any(id(t) in self.post for t in inputs)
-        if not pre and not post:
-            return func(*args, **kwargs)
+        pre = any(id(t) not in self.post for t in inputs)
         if pre and post:
             raise _NotFactorable("the head combines values from before and after its nonlinearity")
-        name = op_name(func)
         if name in ELEMENTWISE and pre and self.phi is None:
-            if sum(id(t) in self.pre for t in inputs) != 1 or not isinstance(args[0], Tensor):
+            if len(inputs) != 1 or not isinstance(args[0], Tensor):
                 raise _NotFactorable(f"{name} with several inputs")
             inplace = name.endswith("_") or bool(kwargs.get("inplace", False))
             self.phi = _Phi(func, args[1:], dict(kwargs), inplace)
@@ -110,12 +103,11 @@ class _Stages(TorchFunctionMode):
                 raise _Stop(args[0])
             out = self.override if self.override is not None else self.phi(args[0])
             if inplace:
-                self.pre.pop(id(args[0]), None)
-            self.post[id(out)] = out
+                self.dependent.pop(id(args[0]), None)
+            self.mark(out)
+            self.post.add(id(out))
             return out
-        dependent_operands = sum(
-            1 for a in args[:2] if any(id(t) in self.pre or id(t) in self.post for t in iter_tensors(a))
-        )
+        dependent_operands = sum(1 for a in args[:2] if self.depends(a))
         if name in AFFINE or name in _PASS_ATTRIBUTES or (name in PRODUCT and dependent_operands < 2):
             if name == "batch_norm" and (kwargs.get("training") or (len(args) > 5 and args[5])):
                 raise _NotFactorable("batch norm in training mode")
@@ -124,9 +116,9 @@ class _Stages(TorchFunctionMode):
                 if training:
                     raise _NotFactorable("active dropout")
             out = func(*args, **kwargs)
-            stage = self.pre if pre else self.post
-            for t in iter_tensors(out):
-                stage[id(t)] = t
+            self.mark(out)
+            if post:
+                self.post.update(id(t) for t in iter_tensors(out))
             return out
         out = func(*args, **kwargs)
         if not any(True for _ in iter_tensors(out)):
