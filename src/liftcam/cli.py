@@ -302,6 +302,82 @@ def _input_files(images: list[str]) -> list[Path]:
     return files
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.datasets import load_dataset
+    from .metrics import METRICS
+    from .runs.evaluate import BOX_METRICS, FAST_METRICS, Distributed, EvaluateSettings, run_evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        cluster = Distributed.from_environment(args.device)
+        device = args.device
+        if device.startswith("cuda") and cluster.world > 1 and ":" not in device:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', cluster.rank))}"
+        loaded = load_model(args.model, args.weights, device)
+        samples = load_dataset(args.data, args.boxes, args.synsets, args.limit, args.seed)
+        methods = _resolve_methods(args.methods)
+        if args.metrics == ["all"]:
+            metrics = list(METRICS)
+        elif args.metrics:
+            metrics = list(dict.fromkeys(args.metrics))
+        else:
+            metrics = list(FAST_METRICS) + (list(BOX_METRICS) if any(s.boxes for s in samples) else [])
+        parameters = {
+            "step": args.step,
+            "fill": args.fill,
+            "blur_kernel": args.blur_kernel,
+            "blur_sigma": args.blur_sigma,
+            "tolerance": args.tolerance,
+        }
+        settings = EvaluateSettings(
+            data=str(args.data),
+            model=loaded.name,
+            weights=loaded.weights,
+            layer=args.layer or loaded.default_layer,
+            methods=tuple(methods),
+            metrics=tuple(metrics),
+            metric_parameters=tuple(sorted(parameters.items())),
+            score=args.score,
+            target=args.target,
+            reference=args.reference,
+            limit=args.limit,
+            seed=args.seed,
+            images=len(samples),
+        )
+        run_evaluate(
+            loaded,
+            samples,
+            Path(args.out),
+            settings,
+            batch_size=args.batch_size,
+            examples=args.examples,
+            progress=not args.quiet,
+            distributed=cluster,
+        )
+    except LiftCamError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    if cluster.rank == 0:
+        out = Path(args.out)
+        print((out / "summary.md").read_text(), end="")
+        print(f"liftcam: {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'report.html'}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .runs.report import write_evaluate_report
+
+    try:
+        write_evaluate_report(args.run_dir)
+    except LiftCamError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    out = Path(args.run_dir)
+    print((out / "summary.md").read_text(), end="")
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     try:
         loaded = load_model(args.model, args.weights, "cpu")
@@ -366,6 +442,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fidelity)
+
+    p = sub.add_parser("evaluate", help="faithfulness and localisation metrics over an image set (resumable)")
+    p.add_argument("data", help="image folder (ImageFolder layout or flat), or ImageNet val with boxes")
+    p.add_argument("--model", default=LITE0)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--layer", default=None)
+    p.add_argument("--methods", nargs="+", default=["lift-cam", "grad-cam", "grad-cam++", "xgrad-cam"])
+    p.add_argument("--metrics", nargs="+", default=None, help="metric names or 'all' (default: AD, IC, ADD, "
+                   "and the pointing games when boxes are given)")  # fmt: skip
+    p.add_argument("--out", required=True, help="run folder: records, summary, report")
+    p.add_argument("--boxes", default=None, help="VOC XML folder, LOC_val_solution.csv or image,class,x0,y0,x1,y1 CSV")
+    p.add_argument("--synsets", default=None, help="synset list (LOC_synset_mapping.txt) for WordNet ids")
+    p.add_argument("--limit", type=int, default=None, help="a random subset of this many images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset")
+    p.add_argument("--target", default="predicted", choices=["predicted", "label"], help="class explained")
+    p.add_argument("--score", default="softmax", choices=["softmax", "logit"], help="p_c: probability or logit")
+    p.add_argument("--reference", default="zeros", choices=["zeros", "mean"])
+    p.add_argument("--step", type=float, default=1 / 224, help="deletion/insertion: fraction of pixels per step")
+    p.add_argument("--fill", type=float, default=0.0, help="deletion: value of deleted pixels (input tensor space)")
+    p.add_argument("--blur-kernel", type=int, default=11, help="insertion: Gaussian blur kernel size")
+    p.add_argument("--blur-sigma", type=float, default=5.0, help="insertion: Gaussian blur sigma")
+    p.add_argument("--tolerance", type=float, default=15.0, help="pointing game: pixels of tolerance")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--examples", type=int, default=4, help="images with overlays in the report")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="(re)write the summary and HTML report of an evaluation run")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("layers", help="list a model's layers with spatial maps and their shapes")
     p.add_argument("model", nargs="?", default=LITE0)

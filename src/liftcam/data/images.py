@@ -107,3 +107,21 @@ class Preprocessing:
 
     def batch(self, images: Sequence[Image.Image]) -> Tensor:
         return torch.stack([self(im) for im in images])
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after resizing the shorter side to ``resize`` (torchvision's rounding)."""
+        short, long = (width, height) if width <= height else (height, width)
+        new_long = int(self.resize * long / short)
+        return (self.resize, new_long) if width <= height else (new_long, self.resize)
+
+    def transform_boxes(self, boxes: Tensor, width: int, height: int) -> Tensor:
+        """Boxes (n, 4) ``(x0, y0, x1, y1)`` in original pixels -> pixels of the crop, clipped to it;
+        boxes left with no area are dropped."""
+        new_w, new_h = self.resized_size(width, height)
+        left = round((new_w - self.crop) / 2.0)  # torchvision's centre crop
+        top = round((new_h - self.crop) / 2.0)
+        scale = torch.tensor([new_w / width, new_h / height, new_w / width, new_h / height])
+        shift = torch.tensor([left, top, left, top], dtype=torch.float32)
+        moved = (boxes.float().reshape(-1, 4) * scale - shift).clamp(0, self.crop)
+        keep = (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
+        return moved[keep]

@@ -42,11 +42,20 @@ class RecordStore:
         directory: the run's folder (created).
         settings: what determines the results; compared with the stored settings.
         key_fields: the fields that identify a record (e.g. image and method).
-        name: the records file's name.
+        name: the records file's name (one per process in a distributed run).
+        shards: a glob of the run's other record files; their records count as done too (a run
+            resumed with another number of processes computes nothing twice).
+        write_settings: store the settings if absent (only one process of a distributed run does).
     """
 
     def __init__(
-        self, directory: Path, settings: dict[str, Any], key_fields: Iterable[str], name: str = "records.jsonl"
+        self,
+        directory: Path,
+        settings: dict[str, Any],
+        key_fields: Iterable[str],
+        name: str = "records.jsonl",
+        shards: str | None = None,
+        write_settings: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -61,7 +70,7 @@ class RecordStore:
                     f"{self.directory} holds a run with other settings (differs in: {', '.join(changed)}); "
                     "use another output folder or the same settings"
                 )
-        else:
+        elif write_settings:
             tmp = stored_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.settings, indent=2))
             os.replace(tmp, stored_path)
@@ -73,6 +82,17 @@ class RecordStore:
                 with self.path.open("r+b") as f:
                     f.truncate(good)
         self._keys = {self.key(r) for r in self.records}
+        for other in sorted(self.directory.glob(shards)) if shards else []:
+            if other != self.path:
+                self._keys.update(self.key(r) for r in _complete_lines(other)[0])
+
+    @staticmethod
+    def read_all(directory: Path, pattern: str = "records*.jsonl") -> list[dict[str, Any]]:
+        """Every complete record of every record file matching ``pattern`` in ``directory``."""
+        records: list[dict[str, Any]] = []
+        for path in sorted(Path(directory).glob(pattern)):
+            records.extend(_complete_lines(path)[0])
+        return records
 
     def key(self, record: dict[str, Any]) -> Hashable:
         return tuple(record.get(f) for f in self.key_fields)

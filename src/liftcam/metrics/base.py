@@ -1,0 +1,156 @@
+"""What every metric shares: the batch it scores, batched model evaluation, and the metric protocol.
+
+A metric receives a :class:`MetricBatch`: the model's input images (B, C, H, W), the explained class
+per image, and one map per method (B, H, W) in [0, 1]; it returns per-image values per method. All
+model evaluations of masked inputs go through :class:`Scorer`, which batches them across images,
+methods and steps and computes ``p_c`` (softmax probability by default, or the logit).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..capture import model_output_logits
+
+ScoreKind = Literal["softmax", "logit"]
+#: Explain masked inputs again (for ADCC's coherency): (inputs, classes) -> maps (B, H, W).
+Reexplain = Callable[[Tensor, Tensor], Tensor]
+
+
+class Scorer:
+    """``p_c`` of many inputs, in batches of ``batch_size``, without autograd.
+
+    Args:
+        model: the classifier.
+        kind: ``"softmax"`` (probability of the class) or ``"logit"``.
+        batch_size: inputs per forward pass.
+        channels_last: pass inputs in channels-last memory format (faster convolutions on CPU).
+    """
+
+    def __init__(
+        self, model: nn.Module, kind: ScoreKind = "softmax", batch_size: int = 32, channels_last: bool = True
+    ) -> None:
+        self.model = model
+        self.kind = kind
+        self.batch_size = max(1, batch_size)
+        self.channels_last = channels_last
+        self.evaluations = 0
+
+    def __call__(self, inputs: Tensor, classes: Tensor) -> Tensor:
+        """Scores (N,) of ``inputs`` (N, C, H, W) for ``classes`` (N,)."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, inputs.shape[0], self.batch_size):
+                part = inputs[start : start + self.batch_size]
+                if self.channels_last and part.dim() == 4:
+                    part = part.contiguous(memory_format=torch.channels_last)
+                logits = model_output_logits(self.model(part)).float()
+                if self.kind == "softmax":
+                    logits = logits.softmax(dim=1)
+                out.append(logits.gather(1, classes[start : start + self.batch_size, None].to(logits.device))[:, 0])
+        self.evaluations += inputs.shape[0]
+        return torch.cat(out) if out else inputs.new_zeros(0)
+
+    def generate(self, make: Callable[[int, int], Tensor], total: int, classes: Tensor) -> Tensor:
+        """Scores of ``total`` inputs built lazily: ``make(start, stop)`` returns inputs start..stop-1,
+        so that masked copies are created one batch at a time, never all at once."""
+        out = [
+            self(make(start, min(start + self.batch_size, total)), classes[start : start + self.batch_size])
+            for start in range(0, total, self.batch_size)
+        ]
+        return torch.cat(out) if out else classes.new_zeros(0, dtype=torch.float32)
+
+
+@dataclass
+class MetricBatch:
+    """One batch of images with one map per method.
+
+    Attributes:
+        inputs: (B, C, H, W) the model's input tensors.
+        classes: (B,) explained classes.
+        maps: method -> (B, H, W) maps in [0, 1].
+        boxes: per image, an (n, 4) tensor of (x0, y0, x1, y1) object boxes in input pixels, or None.
+        reexplain: method -> function explaining masked inputs again (ADCC); optional.
+        cache: values shared between metrics of the same batch (e.g. ``p_c(x)``).
+    """
+
+    inputs: Tensor
+    classes: Tensor
+    maps: Mapping[str, Tensor]
+    boxes: Sequence[Tensor | None] | None = None
+    reexplain: Mapping[str, Reexplain] | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def base_scores(self, scorer: Scorer) -> Tensor:
+        """``Y = p_c(x)`` (B,), computed once per batch and shared."""
+        if "base" not in self.cache:
+            self.cache["base"] = scorer(self.inputs, self.classes)
+        value: Tensor = self.cache["base"]
+        return value
+
+
+class Metric(ABC):
+    """A metric: per-image values for every method of a batch.
+
+    ``name`` is the metric's name; ``higher_is_better`` its direction; ``values`` the names of the
+    values it returns (the first is the headline). ``parameters`` are written into every result file.
+    """
+
+    name: str
+    higher_is_better: bool = True
+    needs_boxes: bool = False
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def parameters(self) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def compute(self, batch: MetricBatch, scorer: Scorer) -> dict[str, dict[str, Tensor]]:
+        """method -> value name -> per-image values (B,) (NaN where undefined, e.g. no boxes)."""
+
+
+def stack_methods(batch: MetricBatch) -> tuple[list[str], Tensor, Tensor, Tensor]:
+    """All methods' maps as one batch: names, maps (M*B, H, W), inputs and classes repeated M times."""
+    names = list(batch.maps)
+    maps = torch.cat([batch.maps[m] for m in names])
+    m = len(names)
+    inputs = batch.inputs.repeat(m, 1, 1, 1)
+    classes = batch.classes.repeat(m)
+    return names, maps, inputs, classes
+
+
+def split_methods(names: Sequence[str], values: Tensor, batch_size: int) -> dict[str, Tensor]:
+    """Undo :func:`stack_methods` for per-image values (M*B, ...)."""
+    return {name: values[i * batch_size : (i + 1) * batch_size] for i, name in enumerate(names)}
+
+
+def masked_scores(batch: MetricBatch, scorer: Scorer, keep: bool) -> dict[str, Tensor]:
+    """``O = p_c(x * L)`` (``keep``) or ``D = p_c(x * (1 - L))`` per method, all methods in one batch
+    of evaluations, computed once per batch and shared by the metrics that use them."""
+    key = "kept" if keep else "deleted"
+    if key not in batch.cache:
+        names, maps, inputs, classes = stack_methods(batch)
+        weights = maps if keep else 1 - maps
+
+        def make(start: int, stop: int) -> Tensor:
+            return inputs[start:stop] * weights[start:stop, None]
+
+        values = scorer.generate(make, inputs.shape[0], classes)
+        batch.cache[key] = split_methods(names, values, batch.inputs.shape[0])
+    result: dict[str, Tensor] = batch.cache[key]
+    return result
+
+
+def relative_drop(base: Tensor, other: Tensor) -> Tensor:
+    """``100 * max(0, Y - O) / Y`` per image; 0 where ``Y = 0`` (nothing can drop)."""
+    drop = (base - other).clamp_min(0)
+    return torch.where(base > 0, 100 * drop / torch.where(base > 0, base, 1.0), 0.0)

@@ -1,0 +1,239 @@
+"""``liftcam evaluate``: faithfulness and localisation metrics of CAM methods over an image set.
+
+One record per (image, method) is appended to the run's record file as soon as it is computed; the
+same command resumes an interrupted run and refuses a run directory made with other settings. Under
+``torchrun`` (``torch.distributed``; gloo on CPU, nccl on CUDA) the images are split across the
+processes by position (process ``r`` of ``n`` takes images ``r, r + n, ...``), each process appends to
+``records.rank<r>.jsonl``, and process 0 writes the summary, which equals a single process's.
+
+Methods are explained together (shared forward/backward passes) and all masked-image evaluations of a
+batch (AD/IC/ADD, deletion/insertion steps) go through one batched scorer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data.datasets import Sample
+from ..data.images import load_image
+from ..errors import LiftCamError
+from ..explain import Explainer, Reference
+from ..methods import get_method
+from ..metrics import METRICS, get_metric
+from ..metrics.base import MetricBatch, Scorer
+from ..models import LoadedModel
+from ..viz import save_overlay
+from .records import RecordStore
+
+DEFAULT_METHODS: tuple[str, ...] = ("lift-cam", "grad-cam", "grad-cam++", "xgrad-cam")
+FAST_METRICS: tuple[str, ...] = ("average_drop", "increase_in_confidence", "average_drop_in_deletion")
+BOX_METRICS: tuple[str, ...] = ("energy_pointing_game", "pointing_game")
+SHARD_PATTERN = "records*.jsonl"
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """Everything that determines an evaluation's results; stored in ``settings.json``."""
+
+    data: str
+    model: str
+    weights: str
+    layer: str
+    methods: tuple[str, ...]
+    metrics: tuple[str, ...]
+    metric_parameters: tuple[tuple[str, Any], ...]
+    score: str
+    target: str
+    reference: str
+    limit: int | None
+    seed: int
+    images: int
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["methods"] = list(self.methods)
+        d["metrics"] = list(self.metrics)
+        d["metric_parameters"] = dict(self.metric_parameters)
+        d["liftcam"] = __version__
+        return d
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @staticmethod
+    def from_environment(device: str) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return Distributed()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        return Distributed(dist.get_rank(), dist.get_world_size())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    @property
+    def record_file(self) -> str:
+        return "records.jsonl" if self.world == 1 else f"records.rank{self.rank}.jsonl"
+
+
+def run_evaluate(
+    loaded: LoadedModel,
+    samples: Sequence[Sample],
+    out: Path,
+    settings: EvaluateSettings,
+    batch_size: int = 8,
+    examples: int = 4,
+    progress: bool = True,
+    distributed: Distributed | None = None,
+) -> None:
+    """Evaluate (or resume) on ``samples``; every process writes its records, then process 0 the reports."""
+    from tqdm import tqdm
+
+    from .report import write_evaluate_report
+
+    cluster = distributed or Distributed()
+    unknown = [m for m in settings.metrics if m not in METRICS]
+    if unknown:
+        raise LiftCamError(f"unknown metric {unknown[0]!r}; available: {', '.join(METRICS)}")
+    specs = [get_method(m) for m in settings.methods]
+    parameters = dict(settings.metric_parameters)
+    metrics = [get_metric(name, **parameters) for name in settings.metrics]
+    explainer = Explainer(loaded.model, settings.layer)
+    if cluster.rank == 0:
+        RecordStore(out, settings.as_dict(), ("image", "method"), cluster.record_file, SHARD_PATTERN)
+    cluster.barrier()
+    store = RecordStore(
+        out, settings.as_dict(), ("image", "method"), cluster.record_file, SHARD_PATTERN, write_settings=False
+    )
+    scorer = Scorer(loaded.model, settings.score, batch_size=max(batch_size, 16))  # type: ignore[arg-type]
+    mine = [(i, s) for i, s in enumerate(samples) if i % cluster.world == cluster.rank]
+    todo = [(i, s) for i, s in mine if not all(store.done(image=str(s.path), method=m) for m in settings.methods)]
+    todo = [(i, s) for i, s in todo if not store.done(image=str(s.path), method="error")]
+    examples_dir = out / "examples"
+    with tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        unit="img",
+        desc=f"evaluate[{cluster.rank}]",
+        disable=not progress,
+    ) as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            _evaluate_batch(
+                loaded, explainer, specs, metrics, scorer, store, chunk, settings, examples, examples_dir, bar
+            )
+            bar.update(len(chunk))
+    cluster.barrier()
+    if cluster.rank == 0:
+        write_evaluate_report(out)
+
+
+def _evaluate_batch(
+    loaded: LoadedModel,
+    explainer: Explainer,
+    specs: list[Any],
+    metrics: list[Any],
+    scorer: Scorer,
+    store: RecordStore,
+    chunk: list[tuple[int, Sample]],
+    settings: EvaluateSettings,
+    examples: int,
+    examples_dir: Path,
+    bar: Any,
+) -> None:
+    start = time.perf_counter()
+    good, crops, boxes = [], [], []
+    prep = loaded.preprocessing
+    for index, sample in chunk:
+        try:
+            image = load_image(sample.path)
+        except LiftCamError as exc:
+            store.append({"image": str(sample.path), "method": "error", "error": str(exc)})
+            bar.write(f"liftcam: skipped {exc}")
+            continue
+        if settings.target == "label" and sample.label is None:
+            store.append({"image": str(sample.path), "method": "error", "error": f"{sample.path}: no label"})
+            continue
+        crops.append(prep.crop_image(image))
+        boxes.append(prep.transform_boxes(sample.boxes_tensor(), *image.size) if sample.boxes else None)
+        good.append((index, sample))
+    if not good:
+        return
+    x = torch.stack([prep.normalize(c) for c in crops])
+    captured = explainer.capture(x)
+    if settings.target == "label":
+        targets: Any = torch.tensor([s.label for _, s in good])
+    else:
+        targets = None
+    reference: Reference = "mean" if settings.reference == "mean" else "zeros"
+    explanations = explainer.explain_captured(captured, specs, targets, reference)
+    first = next(iter(explanations.values()))
+    classes = first.targets
+    maps = {name: e.maps for name, e in explanations.items()}
+
+    def reexplainer(spec: Any) -> Any:
+        return lambda inputs, cls: explainer(inputs, spec, targets=cls, reference=reference).maps
+
+    batch = MetricBatch(
+        inputs=captured.inputs if captured.inputs is not None else x,
+        classes=classes,
+        maps=maps,
+        boxes=boxes,
+        reexplain={s.name: reexplainer(s) for s in specs},
+    )
+    values: dict[str, dict[str, torch.Tensor]] = {name: {} for name in maps}
+    for metric in metrics:
+        for method, result in metric.compute(batch, scorer).items():
+            values[method].update(result)
+    probabilities = first.logits.softmax(dim=1)
+    ms = (time.perf_counter() - start) * 1e3 / len(good)
+    for i, (index, sample) in enumerate(good):
+        if index < examples:
+            examples_dir.mkdir(parents=True, exist_ok=True)
+            crops[i].save(examples_dir / f"{index:04d}.png")
+        for method in maps:
+            record: dict[str, Any] = {
+                "image": str(sample.path),
+                "method": method,
+                "index": index,
+                "target": int(classes[i]),
+                "label": sample.label,
+                "score": float(first.scores[i]),
+                "probability": float(probabilities[i, classes[i]]),
+                "boxes": _count(boxes[i]),
+                "ms": ms,
+            }
+            for name, tensor in values[method].items():
+                value = tensor[i]
+                record[name] = [round(float(v), 6) for v in value] if value.dim() else _number(float(value))
+            if index < examples:
+                save_overlay(examples_dir / f"{index:04d}_{method}.png", crops[i], maps[method][i].cpu().numpy())
+            store.append(record)
+
+
+def _count(boxes: torch.Tensor | None) -> int:
+    return 0 if boxes is None else int(boxes.shape[0])
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else value
