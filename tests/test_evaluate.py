@@ -1,0 +1,247 @@
+"""Labelled data, boxes through resize + crop, and the resumable, distributable ``liftcam evaluate``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from liftcam.cli import EXIT_ERROR, main
+from liftcam.data import Preprocessing, sample_photos
+from liftcam.data.datasets import load_dataset, read_synsets
+from liftcam.errors import LiftCamError
+from liftcam.models import imagenet_categories
+
+DATA = Path(__file__).parent / "data"
+# Real WordNet ids with their ImageNet class indices (torchvision's category order), from Imagenette.
+IMAGENETTE = {"n01440764": 0, "n02102040": 217, "n03394916": 566, "n03888257": 701}
+
+
+@pytest.mark.parametrize(("width", "height"), [(400, 300), (300, 500), (224, 224), (1000, 257)])
+def test_boxes_follow_the_image_through_resize_and_crop(width: int, height: int) -> None:
+    """Paint a box into an image, preprocess it, and find the painted box again in the crop."""
+    prep = Preprocessing(resize=256, crop=224)
+    box = (width * 0.3, height * 0.2, width * 0.55, height * 0.9)
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[round(box[1]) : round(box[3]), round(box[0]) : round(box[2])] = 255
+    crop = np.asarray(prep.crop_image(Image.fromarray(image)))[..., 0] > 127
+    rows, cols = np.nonzero(crop)
+    found = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    moved = prep.transform_boxes(torch.tensor([box]), width, height)
+    assert moved.shape == (1, 4)
+    assert np.allclose(moved[0].numpy(), found, atol=1.5), (moved, found)
+
+
+def test_boxes_outside_the_crop_are_dropped_and_border_boxes_clipped() -> None:
+    prep = Preprocessing(resize=256, crop=224)
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 300.0], [0.0, 0.0, 400.0, 300.0], [200, 150, 201, 151]])
+    moved = prep.transform_boxes(boxes, 400, 300)  # the left 58 resized pixels are cropped away
+    assert moved.shape == (2, 4)
+    assert torch.allclose(moved[0], torch.tensor([0.0, 0.0, 224.0, 224.0]))
+    assert float(moved[1, 2] - moved[1, 0]) == pytest.approx(341 / 400, rel=1e-4)  # one pixel, rescaled
+
+
+def _write(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    Image.new("RGB", (40, 30), (100, 20, 30)).save(path)
+    return path
+
+
+def test_imagefolder_with_wordnet_ids_and_synsets(tmp_path: Path) -> None:
+    synsets = tmp_path / "LOC_synset_mapping.txt"
+    wnids = sorted(IMAGENETTE)
+    # a full synset list in class order; the ids not known here are placeholders in between
+    lines = []
+    for index in range(1000):
+        wnid = next((w for w, i in IMAGENETTE.items() if i == index), f"n9{index:07d}")
+        lines.append(f"{wnid} some name, other name")
+    synsets.write_text("\n".join(lines) + "\n")
+    assert read_synsets(synsets)[217] == "n02102040"
+    for wnid in wnids:
+        _write(tmp_path / "data" / wnid, "a.JPEG")
+    _write(tmp_path / "data" / "5", "b.png")
+    samples = load_dataset(tmp_path / "data", synsets=synsets)
+    labels = {p.path.parent.name: p.label for p in samples}
+    assert labels == {**IMAGENETTE, "5": 5}
+    assert imagenet_categories()[217] == "English springer"
+    with pytest.raises(LiftCamError, match="synset list"):
+        load_dataset(tmp_path / "data")
+
+
+def test_voc_xml_and_loc_solution(tmp_path: Path) -> None:
+    synsets = tmp_path / "synsets.txt"
+    synsets.write_text("".join(f"n9{i:07d}\n" if i not in IMAGENETTE.values() else "" for i in range(0)))
+    synsets.write_text("\n".join(next((w for w, i in IMAGENETTE.items() if i == k), f"n9{k:07d}") for k in range(1000)))
+    val = tmp_path / "val"
+    _write(val, "ILSVRC2012_val_00000001.JPEG")
+    _write(val, "ILSVRC2012_val_00000002.JPEG")
+    (val / "ILSVRC2012_val_00000001.xml").write_text(
+        "<annotation><object><name>n01440764</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>30</xmax>"
+        "<ymax>20</ymax></bndbox></object><object><name>n01440764</name><bndbox><xmin>5</xmin><ymin>5</ymin>"
+        "<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
+    samples = load_dataset(val, synsets=synsets)
+    first, second = samples
+    assert first.label == 0 and first.boxes == [(1.0, 2.0, 30.0, 20.0), (5.0, 5.0, 9.0, 9.0)]
+    assert second.label is None and second.boxes == []
+    solution = tmp_path / "LOC_val_solution.csv"
+    solution.write_text("ImageId,PredictionString\nILSVRC2012_val_00000002,n03888257 3 4 25 28 n03888257 0 0 5 5 \n")
+    samples = load_dataset(val, boxes=solution, synsets=synsets)
+    assert samples[1].label == 701 and samples[1].boxes == [(3.0, 4.0, 25.0, 28.0), (0.0, 0.0, 5.0, 5.0)]
+
+
+def test_limit_and_seed_pick_a_reproducible_subset(tmp_path: Path) -> None:
+    for i in range(20):
+        _write(tmp_path, f"{i:02d}.png")
+    a = load_dataset(tmp_path, limit=5, seed=1)
+    b = load_dataset(tmp_path, limit=5, seed=1)
+    c = load_dataset(tmp_path, limit=5, seed=2)
+    assert [s.path for s in a] == [s.path for s in b] != [s.path for s in c]
+    assert len(a) == 5 and [s.path for s in a] == sorted(s.path for s in a)
+
+
+def _sample_set(folder: Path, names: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = {p.name: p for p in sample_photos().values()}
+    for name in names:
+        shutil.copy(photos[name], folder / name)
+    return folder
+
+
+SAMPLES = ["coffee.png", "chelsea.png", "motorcycle_left.png", "rocket.jpg", "flower.jpg"]
+FAST = ["--step", "0.1", "--quiet"]
+
+
+def test_end_to_end_on_the_labelled_sample_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _sample_set(tmp_path / "data", SAMPLES)
+    out = tmp_path / "run"
+    args = ["evaluate", str(data), "--boxes", str(DATA / "sample_boxes.csv"), "--out", str(out), "--metrics", "all"]
+    assert main([*args, "--methods", "lift-cam", "grad-cam", "--target", "label", *FAST]) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * len(SAMPLES)
+    assert {r["target"] for r in records} == {967, 281, 665, 657, 985}  # the annotated labels
+    lift = [r for r in records if r["method"] == "lift-cam"]
+    assert sum(r["pointing_game"] for r in lift) >= 300  # at least 3 of 5 objects found
+    assert all(len(r["deletion_curve"]) == 11 and 0 <= r["deletion"] <= 1 for r in lift)
+    coffee = next(r for r in lift if r["image"].endswith("coffee.png"))
+    assert coffee["energy_pointing_game"] > 50 and coffee["average_drop"] < 60
+    summary = (out / "summary.md").read_text()
+    assert "| lift-cam |" in summary and "pointing_game ↑" in summary and "± " in summary
+    with (out / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["value"] for r in rows} >= {"average_drop", "adcc", "coherency", "insertion", "pointing_game"}
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "curves.png" in html and "examples/0000_lift-cam.png" in html
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "examples" / "0000_lift-cam.png").exists()
+    # the settings are written into the result files
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["metric_parameters"] == {
+        "blur_kernel": 11,
+        "blur_sigma": 5.0,
+        "fill": 0.0,
+        "step": 0.1,
+        "tolerance": 15.0,
+    }
+    assert main(["report", str(out)]) == 0
+
+
+def test_other_settings_into_the_same_run_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _sample_set(tmp_path / "data", ["coffee.png"])
+    out = tmp_path / "run"
+    assert main(["evaluate", str(data), "--out", str(out), "--methods", "grad-cam", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(data), "--out", str(out), "--methods", "lift-cam", *FAST]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("liftcam: error") == 1 and "differs in: methods" in err and "Traceback" not in err
+    assert main(["evaluate", str(tmp_path / "nope"), "--out", str(out), *FAST]) == EXIT_ERROR
+    assert main(["report", str(tmp_path)]) == EXIT_ERROR
+
+
+def _run(out: Path, data: Path, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "liftcam", "evaluate", str(data), "--out", str(out), "--batch-size", "1"]
+    command += ["--methods", "lift-cam", "grad-cam", "--metrics", "average_drop", "deletion", "--step", "0.02"]
+    return subprocess.Popen([*command, "--quiet", *(extra or [])], stdout=subprocess.DEVNULL)
+
+
+def _table(folder: Path) -> dict[tuple[str, str], dict[str, object]]:
+    rows = []
+    for path in sorted(folder.glob("records*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines()]
+    keys = [(Path(r["image"]).name, r["method"]) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicated records"
+    return {k: {m: v for m, v in r.items() if m not in ("ms", "image")} for k, r in zip(keys, rows, strict=True)}
+
+
+def _close(a: dict[tuple[str, str], dict[str, object]], b: dict[tuple[str, str], dict[str, object]]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        for field, value in a[key].items():
+            other = b[key][field]
+            # float noise of parallel reductions between processes; AD divides it by Y
+            if isinstance(value, float):
+                assert value == pytest.approx(other, rel=1e-4, abs=1e-3), (key, field)
+            elif isinstance(value, list):
+                assert np.allclose(value, other, rtol=1e-4, atol=1e-5), (key, field)  # type: ignore[arg-type]
+            else:
+                assert value == other, (key, field)
+
+
+def _same_summary(a: Path, b: Path) -> None:
+    with (a / "summary.csv").open() as f, (b / "summary.csv").open() as g:
+        rows_a, rows_b = list(csv.DictReader(f)), list(csv.DictReader(g))
+    assert [(r["method"], r["value"], r["n"], r["best"]) for r in rows_a] == [
+        (r["method"], r["value"], r["n"], r["best"]) for r in rows_b
+    ]
+    for x, y in zip(rows_a, rows_b, strict=True):
+        assert float(x["mean"]) == pytest.approx(float(y["mean"]), rel=1e-4, abs=1e-3)
+        assert float(x["ci95"]) == pytest.approx(float(y["ci95"]), rel=1e-3, abs=1e-3)
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    data = _sample_set(tmp_path / "data", SAMPLES)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    process = _run(killed, data)
+    records = killed / "records.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not records.exists() or len(records.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # a real kill, possibly in the middle of a write
+    process.wait()
+    partial = len(records.read_text().splitlines())
+    assert 0 < partial < 2 * len(SAMPLES)
+    assert _run(killed, data).wait() == 0
+    assert _run(clean, data).wait() == 0
+    _close(_table(killed), _table(clean))
+    _same_summary(killed, clean)
+
+
+def test_torchrun_with_two_processes_equals_one(tmp_path: Path) -> None:
+    data = _sample_set(tmp_path / "data", SAMPLES)
+    single, double = tmp_path / "single", tmp_path / "double"
+    assert _run(single, data).wait() == 0
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "liftcam",
+        "evaluate", str(data), "--out", str(double), "--batch-size", "1", "--methods", "lift-cam", "grad-cam",
+        "--metrics", "average_drop", "deletion", "--step", "0.02", "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shards = sorted(p.name for p in double.glob("records*.jsonl"))
+    assert shards == ["records.rank0.jsonl", "records.rank1.jsonl"]
+    rank1 = [json.loads(line)["index"] for line in (double / "records.rank1.jsonl").read_text().splitlines()]
+    assert set(rank1) == {1, 3}  # process 1 of 2 took images 1 and 3
+    _close(_table(double), _table(single))
+    _same_summary(double, single)
