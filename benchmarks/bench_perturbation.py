@@ -110,7 +110,9 @@ def main() -> int:
     seconds = time.perf_counter() - start
     print(f"   game: {type(game).__name__}; {result.evaluations} coalition values in {seconds:.1f} s")
     print(f"   standard error: mean {float(result.stderr.mean()):.2g}, max {float(result.stderr.max()):.2g}")
-    print(f"   efficiency: sum phi - (v(N) - v(0)) = {float(result.values.sum()) - (result.v_full - result.v_empty):.2g}")
+    print(
+        f"   efficiency: sum phi - (v(N) - v(0)) = {float(result.values.sum()) - (result.v_full - result.v_empty):.2g}"
+    )
     ok &= seconds < 60
 
     print("\ntargets: ablation >= 20x (head runs); score-cam faster; Shapley reference < 60 s")

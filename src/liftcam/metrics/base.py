@@ -29,12 +29,12 @@ class Scorer:
     Args:
         model: the classifier.
         kind: ``"softmax"`` (probability of the class) or ``"logit"``.
-        batch_size: inputs per forward pass.
+        batch_size: inputs per forward pass (on CPU, larger batches are often slower per input).
         channels_last: pass inputs in channels-last memory format (faster convolutions on CPU).
     """
 
     def __init__(
-        self, model: nn.Module, kind: ScoreKind = "softmax", batch_size: int = 32, channels_last: bool = True
+        self, model: nn.Module, kind: ScoreKind = "softmax", batch_size: int = 16, channels_last: bool = True
     ) -> None:
         self.model = model
         self.kind = kind
@@ -118,14 +118,12 @@ class Metric(ABC):
         """method -> value name -> per-image values (B,) (NaN where undefined, e.g. no boxes)."""
 
 
-def stack_methods(batch: MetricBatch) -> tuple[list[str], Tensor, Tensor, Tensor]:
-    """All methods' maps as one batch: names, maps (M*B, H, W), inputs and classes repeated M times."""
+def stack_methods(batch: MetricBatch) -> tuple[list[str], Tensor, Tensor]:
+    """All methods' maps as one batch: names, maps (M*B, H, W) and classes (M*B,); row ``i`` belongs
+    to image ``i % B`` (the inputs are not copied M times)."""
     names = list(batch.maps)
     maps = torch.cat([batch.maps[m] for m in names])
-    m = len(names)
-    inputs = batch.inputs.repeat(m, 1, 1, 1)
-    classes = batch.classes.repeat(m)
-    return names, maps, inputs, classes
+    return names, maps, batch.classes.repeat(len(names))
 
 
 def split_methods(names: Sequence[str], values: Tensor, batch_size: int) -> dict[str, Tensor]:
@@ -138,13 +136,15 @@ def masked_scores(batch: MetricBatch, scorer: Scorer, keep: bool) -> dict[str, T
     of evaluations, computed once per batch and shared by the metrics that use them."""
     key = "kept" if keep else "deleted"
     if key not in batch.cache:
-        names, maps, inputs, classes = stack_methods(batch)
-        weights = maps if keep else 1 - maps
+        names, maps, classes = stack_methods(batch)
+        b = batch.inputs.shape[0]
 
         def make(start: int, stop: int) -> Tensor:
-            return inputs[start:stop] * weights[start:stop, None]
+            images = batch.inputs[torch.arange(start, stop) % b]
+            weights = maps[start:stop, None]
+            return images * (weights if keep else 1 - weights)
 
-        values = scorer.generate(make, inputs.shape[0], classes)
+        values = scorer.generate(make, maps.shape[0], classes)
         batch.cache[key] = split_methods(names, values, batch.inputs.shape[0])
     result: dict[str, Tensor] = batch.cache[key]
     return result

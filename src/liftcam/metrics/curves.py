@@ -35,7 +35,7 @@ def perturbation_curves(
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Curves per method (B, T): the input goes from ``start`` (B, C, H, W) to ``finish``, most
     important pixels first. Deletion: start = x, finish = fill; insertion: start = blurred, finish = x."""
-    names, maps, _, classes = stack_methods(batch)
+    names, maps, classes = stack_methods(batch)
     b = batch.inputs.shape[0]
     h, w = maps.shape[1:]
     counts = step_counts(h * w, step)

@@ -125,7 +125,7 @@ def run_evaluate(
     store = RecordStore(
         out, settings.as_dict(), ("image", "method"), cluster.record_file, SHARD_PATTERN, write_settings=False
     )
-    scorer = Scorer(loaded.model, settings.score, batch_size=max(batch_size, 16))  # type: ignore[arg-type]
+    scorer = Scorer(loaded.model, settings.score)  # type: ignore[arg-type]
     mine = [(i, s) for i, s in enumerate(samples) if i % cluster.world == cluster.rank]
     todo = [(i, s) for i, s in mine if not all(store.done(image=str(s.path), method=m) for m in settings.methods)]
     todo = [(i, s) for i, s in todo if not store.done(image=str(s.path), method="error")]
