@@ -19,11 +19,10 @@ from PIL import Image
 
 from liftcam.cli import EXIT_ERROR, main
 from liftcam.data import Preprocessing, sample_photos
-from liftcam.data.datasets import load_dataset, read_synsets
+from liftcam.data.datasets import SAMPLE_BOXES, load_dataset, read_synsets
 from liftcam.errors import LiftCamError
 from liftcam.models import imagenet_categories
 
-DATA = Path(__file__).parent / "data"
 # Real WordNet ids with their ImageNet class indices (torchvision's category order), from Imagenette.
 IMAGENETTE = {"n01440764": 0, "n02102040": 217, "n03394916": 566, "n03888257": 701}
 
@@ -127,7 +126,7 @@ FAST = ["--step", "0.1", "--quiet"]
 def test_end_to_end_on_the_labelled_sample_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _sample_set(tmp_path / "data", SAMPLES)
     out = tmp_path / "run"
-    args = ["evaluate", str(data), "--boxes", str(DATA / "sample_boxes.csv"), "--out", str(out), "--metrics", "all"]
+    args = ["evaluate", str(data), "--boxes", str(SAMPLE_BOXES), "--out", str(out), "--metrics", "all"]
     assert main([*args, "--methods", "lift-cam", "grad-cam", "--target", "label", *FAST]) == 0
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == 2 * len(SAMPLES)
@@ -245,3 +244,12 @@ def test_torchrun_with_two_processes_equals_one(tmp_path: Path) -> None:
     assert set(rank1) == {1, 3}  # process 1 of 2 took images 1 and 3
     _close(_table(double), _table(single))
     _same_summary(double, single)
+
+
+def test_bundled_labelled_samples() -> None:
+    samples = load_dataset("samples")
+    annotated = {s.path.name: s for s in samples if s.boxes}
+    assert set(annotated) == {"coffee.png", "chelsea.png", "motorcycle_left.png", "rocket.jpg", "flower.jpg"}
+    assert annotated["coffee.png"].label == 967 and imagenet_categories()[967] == "espresso"
+    assert len(samples) == len(sample_photos())
+    assert [s.path for s in load_dataset("samples", limit=3, seed=4)] == [s.path for s in load_dataset("samples", limit=3, seed=4)]

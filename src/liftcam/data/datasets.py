@@ -12,6 +12,9 @@
 
 Boxes are in the original image's pixels; :meth:`Preprocessing.transform_boxes` maps them through the
 same resize and centre crop as the image.
+
+``load_dataset("samples")`` is the bundled labelled set: the sample photos, five of them with a class
+and an object box annotated by hand for liftcam (``sample_boxes.csv`` in this package).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from ..errors import LiftCamError
 from .images import find_images
 
 _WNID = re.compile(r"n\d{8}")
+#: The name of the bundled labelled set.
+SAMPLES = "samples"
+SAMPLE_BOXES = Path(__file__).with_name("sample_boxes.csv")
 
 
 @dataclass
@@ -135,6 +141,8 @@ def load_dataset(
 ) -> list[Sample]:
     """The images under ``root`` (sorted) with labels and boxes; ``limit`` picks a seeded random subset."""
     root = Path(root)
+    if str(root) == SAMPLES and not root.exists():
+        return _sample_set(limit, seed)
     if not root.exists():
         raise LiftCamError(f"{root}: no such folder or file")
     files = find_images([root])
@@ -162,6 +170,25 @@ def load_dataset(
             label = annotated[0] if annotated[0] is not None else label
         sample_boxes = [tuple(b) for b in annotated[1]] if annotated else []
         samples.append(Sample(path, label, sample_boxes))  # type: ignore[arg-type]
+    if limit is not None and limit < len(samples):
+        chosen = sorted(random.Random(seed).sample(range(len(samples)), limit))
+        samples = [samples[i] for i in chosen]
+    return samples
+
+
+def _sample_set(limit: int | None, seed: int) -> list[Sample]:
+    from .samples import sample_photos
+
+    photos = sorted(sample_photos().values())
+    if not photos:
+        raise LiftCamError("no sample photos installed (pip install 'liftcam[samples]')")
+    annotations = _annotations(SAMPLE_BOXES, ClassIndex(None))
+    samples = [
+        Sample(p, *(annotations[p.stem][0], [tuple(b) for b in annotations[p.stem][1]]))  # type: ignore[arg-type]
+        if p.stem in annotations
+        else Sample(p)
+        for p in photos
+    ]
     if limit is not None and limit < len(samples):
         chosen = sorted(random.Random(seed).sample(range(len(samples)), limit))
         samples = [samples[i] for i in chosen]
