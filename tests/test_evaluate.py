@@ -252,4 +252,6 @@ def test_bundled_labelled_samples() -> None:
     assert set(annotated) == {"coffee.png", "chelsea.png", "motorcycle_left.png", "rocket.jpg", "flower.jpg"}
     assert annotated["coffee.png"].label == 967 and imagenet_categories()[967] == "espresso"
     assert len(samples) == len(sample_photos())
-    assert [s.path for s in load_dataset("samples", limit=3, seed=4)] == [s.path for s in load_dataset("samples", limit=3, seed=4)]
+    assert [s.path for s in load_dataset("samples", limit=3, seed=4)] == [
+        s.path for s in load_dataset("samples", limit=3, seed=4)
+    ]

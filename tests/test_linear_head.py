@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import pytest
 import torch
 import torchvision
 
 import liftcam
+from helpers import shapley_by_enumeration
 from liftcam.errors import HeadError
-
-
-def shapley_by_enumeration(value, k: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """phi_j = sum_{S not containing j} |S|!(K-|S|-1)!/K! (v(S + j) - v(S)), straight from the definition."""
-    phi = torch.zeros(k, dtype=torch.float64)
-    for j in range(k):
-        others = [i for i in range(k) if i != j]
-        for size in range(k):
-            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
-            for subset in itertools.combinations(others, size):
-                phi[j] += weight * (value((*subset, j)) - value(subset))
-    return phi
 
 
 def test_lift_cam_equals_exact_shapley_on_tiny_linear_head(tiny) -> None:  # type: ignore[no-untyped-def]

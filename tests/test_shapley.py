@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 import warnings
 
 import pytest
@@ -12,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import liftcam
+from helpers import shapley_by_enumeration
 from liftcam.head import HeadEvaluator
 from liftcam.methods import AblationCam, Shap
 from liftcam.shapley import (
@@ -42,18 +41,6 @@ class NonlinearHead(nn.Module):
         a = self.body(x)
         h = F.silu(self.mix(F.max_pool2d(a, 2)))
         return self.fc2(F.relu(self.fc1(h.mean(dim=(2, 3)))))
-
-
-def brute_force(value, k: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """The Shapley formula, coalition by coalition."""
-    phi = torch.zeros(k, dtype=torch.float64)
-    for j in range(k):
-        others = [i for i in range(k) if i != j]
-        for size in range(k):
-            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
-            for subset in itertools.combinations(others, size):
-                phi[j] += weight * (value((*subset, j)) - value(subset))
-    return phi
 
 
 def _setup(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[liftcam.Explainer, HeadEvaluator]:
@@ -89,7 +76,7 @@ def test_exact_enumeration_equals_brute_force(nonlinear) -> None:  # type: ignor
                     ]
                 )
 
-        expected = brute_force(value, 6)
+        expected = shapley_by_enumeration(value, 6)
         result = exact_shapley(game)
         torch.testing.assert_close(result.values, expected, rtol=1e-5, atol=1e-6)
         assert abs(float(result.values.sum()) - (result.v_full - result.v_empty)) < 1e-9

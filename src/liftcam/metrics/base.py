@@ -154,3 +154,12 @@ def relative_drop(base: Tensor, other: Tensor) -> Tensor:
     """``100 * max(0, Y - O) / Y`` per image; 0 where ``Y = 0`` (nothing can drop)."""
     drop = (base - other).clamp_min(0)
     return torch.where(base > 0, 100 * drop / torch.where(base > 0, base, 1.0), 0.0)
+
+
+def per_image_with_boxes(batch: MetricBatch, maps: Tensor, score: Callable[[Tensor, Tensor], float]) -> Tensor:
+    """``score(map, boxes)`` per image (B,); NaN for images without boxes (left out of the means)."""
+    values = []
+    for i, heat in enumerate(maps.cpu()):
+        boxes = batch.boxes[i] if batch.boxes is not None else None
+        values.append(float("nan") if boxes is None or boxes.numel() == 0 else score(heat, boxes.float()))
+    return torch.tensor(values)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Metric, MetricBatch, Scorer
+from .base import Metric, MetricBatch, Scorer, per_image_with_boxes
 
 
 def box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -30,16 +30,9 @@ class EnergyPointingGame(Metric):
     needs_boxes = True
 
     def compute(self, batch: MetricBatch, scorer: Scorer) -> dict[str, dict[str, Tensor]]:
-        out = {}
-        for method, maps in batch.maps.items():
-            values = []
-            for i, heat in enumerate(maps.cpu()):
-                boxes = batch.boxes[i] if batch.boxes is not None else None
-                if boxes is None or boxes.numel() == 0:
-                    values.append(float("nan"))
-                    continue
-                total = float(heat.sum())
-                inside = float(heat[box_mask(boxes, *heat.shape)].sum())
-                values.append(inside / total if total > 0 else 0.0)
-            out[method] = {self.name: 100 * torch.tensor(values)}
-        return out
+        return {m: {self.name: 100 * per_image_with_boxes(batch, maps, _energy)} for m, maps in batch.maps.items()}
+
+
+def _energy(heat: Tensor, boxes: Tensor) -> float:
+    total = float(heat.sum())
+    return float(heat[box_mask(boxes, *heat.shape)].sum()) / total if total > 0 else 0.0

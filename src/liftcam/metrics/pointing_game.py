@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Metric, MetricBatch, Scorer
+from .base import Metric, MetricBatch, Scorer, per_image_with_boxes
 
 
 def distance_to_boxes(x: float, y: float, boxes: Tensor) -> float:
@@ -32,19 +32,10 @@ class PointingGame(Metric):
         return {"tolerance": self.tolerance}
 
     def compute(self, batch: MetricBatch, scorer: Scorer) -> dict[str, dict[str, Tensor]]:
-        out = {}
-        for method, maps in batch.maps.items():
-            hits = []
-            for i, heat in enumerate(maps.cpu()):
-                boxes = batch.boxes[i] if batch.boxes is not None else None
-                if boxes is None or boxes.numel() == 0:
-                    hits.append(float("nan"))
-                    continue
-                if float(heat.max()) <= 0:
-                    hits.append(0.0)
-                    continue
-                row, column = divmod(int(heat.argmax()), heat.shape[1])
-                hit = distance_to_boxes(column + 0.5, row + 0.5, boxes.float()) <= self.tolerance
-                hits.append(100.0 if hit else 0.0)
-            out[method] = {self.name: torch.tensor(hits)}
-        return out
+        return {m: {self.name: per_image_with_boxes(batch, maps, self._hit)} for m, maps in batch.maps.items()}
+
+    def _hit(self, heat: Tensor, boxes: Tensor) -> float:
+        if float(heat.max()) <= 0:
+            return 0.0
+        row, column = divmod(int(heat.argmax()), heat.shape[1])
+        return 100.0 if distance_to_boxes(column + 0.5, row + 0.5, boxes) <= self.tolerance else 0.0

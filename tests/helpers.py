@@ -1,0 +1,21 @@
+"""Reference implementations used by several test modules."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import torch
+
+
+def shapley_by_enumeration(value: Callable[[tuple[int, ...]], float], k: int) -> torch.Tensor:
+    """phi_j = sum_{S not containing j} |S|!(K-|S|-1)!/K! (v(S + j) - v(S)), coalition by coalition."""
+    phi = torch.zeros(k, dtype=torch.float64)
+    for j in range(k):
+        others = [i for i in range(k) if i != j]
+        for size in range(k):
+            weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+            for subset in itertools.combinations(others, size):
+                phi[j] += weight * (value((*subset, j)) - value(subset))
+    return phi
