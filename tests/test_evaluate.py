@@ -149,6 +149,7 @@ def test_end_to_end_on_the_labelled_sample_photos(tmp_path: Path, capsys: pytest
     assert settings["metric_parameters"] == {
         "blur_kernel": 11,
         "blur_sigma": 5.0,
+        "clip": True,
         "fill": 0.0,
         "step": 0.1,
         "tolerance": 15.0,

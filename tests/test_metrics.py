@@ -54,6 +54,8 @@ def test_average_drop_increase_and_deletion_drop() -> None:
     assert torch.allclose(ad["half"]["average_drop"], torch.tensor([50.0, 50.0, 0.0]))
     assert torch.allclose(ad["full"]["average_drop"], torch.tensor([0.0, 0.0, 0.0]))
     assert torch.allclose(ad["zero"]["average_drop"], torch.tensor([100.0, 100.0, 0.0]))
+    signed = AverageDrop(clip=False).compute(batch, scorer)
+    assert torch.allclose(signed["half"]["average_drop"], torch.tensor([50.0, 50.0, 0.0]))
     ic = IncreaseInConfidence().compute(batch, scorer)
     assert torch.equal(ic["full"]["increase_in_confidence"], torch.zeros(3))  # O = Y is no increase
     add = AverageDropInDeletion().compute(batch, scorer)
@@ -71,6 +73,18 @@ def test_increase_in_confidence_counts_increases() -> None:
     keep_row1[:, 1] = 1.0  # O = mean(row 1) / 2 = 0.5 > Y = 0
     ic = IncreaseInConfidence().compute(_batch(x, {"m": keep_row1}), _scorer())
     assert torch.equal(ic["m"]["increase_in_confidence"], torch.tensor([100.0, 100.0]))
+
+
+def test_signed_average_drop_counts_increases_as_negative_drops() -> None:
+    x = torch.ones(1, 1, 4, 4)
+    x[:, 0, 0] = -1.0
+    x[:, 0, 1] = 3.0  # Y = (-4 + 12) / 8 = 1
+    keep_row1 = torch.zeros(1, 4, 4)
+    keep_row1[:, 1] = 1.0  # O = 12 / 8 = 1.5
+    batch = _batch(x, {"m": keep_row1})
+    assert float(AverageDrop().compute(batch, _scorer())["m"]["average_drop"][0]) == 0.0
+    assert float(AverageDrop(clip=False).compute(batch, _scorer())["m"]["average_drop"][0]) == -50.0
+    assert AverageDrop(clip=False).parameters() == {"clip": False}
 
 
 def test_deletion_curve_and_auc_by_hand() -> None:

@@ -329,6 +329,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "blur_kernel": args.blur_kernel,
             "blur_sigma": args.blur_sigma,
             "tolerance": args.tolerance,
+            "clip": not args.no_clip,
         }
         settings = EvaluateSettings(
             data=str(args.data),
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-kernel", type=int, default=11, help="insertion: Gaussian blur kernel size")
     p.add_argument("--blur-sigma", type=float, default=5.0, help="insertion: Gaussian blur sigma")
     p.add_argument("--tolerance", type=float, default=15.0, help="pointing game: pixels of tolerance")
+    p.add_argument("--no-clip", action="store_true", help="AD and ADD without max(0, .): signed drops")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--examples", type=int, default=4, help="images with overlays in the report")
     p.add_argument("--device", default="cpu")

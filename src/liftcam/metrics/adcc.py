@@ -42,7 +42,7 @@ class Adcc(Metric):
             r = _pearson_rows(maps, again)
             coherency = torch.where(torch.isnan(r), 0.0, (r + 1) / 2).float()
             complexity = maps.flatten(1).mean(dim=1)
-            keep = 1 - relative_drop(base, kept[method]) / 100
+            keep = 1 - relative_drop(base, kept[method]) / 100  # ADCC's AD is the clipped one
             terms = torch.stack([coherency, 1 - complexity, keep])
             adcc = torch.where((terms > 0).all(dim=0), 3 / (1 / terms.clamp_min(1e-12)).sum(dim=0), 0.0)
             out[method] = {"adcc": 100 * adcc, "coherency": 100 * coherency, "complexity": 100 * complexity}

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from .base import Metric, MetricBatch, Scorer, masked_scores, relative_drop
@@ -13,7 +15,13 @@ from .base import Metric, MetricBatch, Scorer, masked_scores, relative_drop
 class AverageDropInDeletion(Metric):
     name = "average_drop_in_deletion"
 
+    def __init__(self, clip: bool = True) -> None:
+        self.clip = clip
+
+    def parameters(self) -> dict[str, Any]:
+        return {"clip": self.clip}
+
     def compute(self, batch: MetricBatch, scorer: Scorer) -> dict[str, dict[str, Tensor]]:
         base = batch.base_scores(scorer)
         deleted = masked_scores(batch, scorer, keep=False)
-        return {m: {self.name: relative_drop(base, d)} for m, d in deleted.items()}
+        return {m: {self.name: relative_drop(base, d, self.clip)} for m, d in deleted.items()}

@@ -150,9 +150,10 @@ def masked_scores(batch: MetricBatch, scorer: Scorer, keep: bool) -> dict[str, T
     return result
 
 
-def relative_drop(base: Tensor, other: Tensor) -> Tensor:
-    """``100 * max(0, Y - O) / Y`` per image; 0 where ``Y = 0`` (nothing can drop)."""
-    drop = (base - other).clamp_min(0)
+def relative_drop(base: Tensor, other: Tensor, clip: bool = True) -> Tensor:
+    """``100 * max(0, Y - O) / Y`` per image (``clip=False``: ``100 * (Y - O) / Y``, increases count
+    as negative drops); 0 where ``Y = 0``."""
+    drop = (base - other).clamp_min(0) if clip else base - other
     return torch.where(base > 0, 100 * drop / torch.where(base > 0, base, 1.0), 0.0)
 
 
