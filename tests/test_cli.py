@@ -61,7 +61,7 @@ def test_all_methods_on_a_nonlinear_head_skip_cam(tmp_path: Path, capsys: pytest
     assert (
         main(["explain", str(photo), "--layer", "features.16", "--method", "fast", "--out", str(out), "--quiet"]) == 0
     )
-    assert "cam skipped" in capsys.readouterr().err
+    assert "liftcam: note: cam skipped: cam needs a head that is global average pooling" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert "cam" not in summary["methods"] and "lift-cam" in summary["methods"]
 
@@ -166,3 +166,19 @@ def test_python_dash_m(tmp_path: Path) -> None:
     )
     assert bad.returncode == EXIT_ERROR
     assert len(_errors(bad.stderr)) == 1
+
+
+def test_a_group_leaves_out_what_the_head_has_no_rule_for(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = sample_photos()["coffee"]
+    out = tmp_path / "out"
+    code = main(["explain", str(photo), "--model", "convnext_tiny", "--method", "fast", "--out", str(out), "--quiet"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "lift-cam skipped: DeepLIFT has no rule for torch.nn.functional.layer_norm" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"] == ["grad-cam", "grad-cam++", "xgrad-cam", "hires-cam", "layer-cam"]
+    # asked for by name, an inapplicable method is an error
+    assert (
+        main(["explain", str(photo), "--model", "convnext_tiny", "--method", "lift-cam", "--out", str(out), "--quiet"])
+        == EXIT_ERROR
+    )

@@ -18,9 +18,9 @@ import torch
 from . import __version__
 from .data.images import find_images, load_image
 from .data.samples import sample_photos
-from .errors import HeadError, LiftCamError
+from .errors import HeadError, LiftCamError, UnsupportedOperationError
 from .explain import Explainer
-from .methods import GRADIENT_FAMILY, METHODS, CamMethod, LimeCam, Shap, get_method
+from .methods import GRADIENT_FAMILY, METHODS, CamMethod, LimeCam, Need, Shap, get_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
 from .viz import save_grid, save_overlay
@@ -88,6 +88,20 @@ class _Run:
     out: Path
     summary: dict[str, Any] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
+    checked: bool = False
+
+    def _drop_inapplicable(self, captured: Any) -> None:
+        """With a method group, leave out the methods this head has no rule for (one note each)."""
+        self.checked = True
+        for name in [m for m in self.methods if get_method(m).needs & RULE_NEEDS]:
+            try:
+                self.explainer.explain_captured(captured, [name])
+            except (HeadError, UnsupportedOperationError) as exc:
+                self.methods.remove(name)
+                print(f"liftcam: note: {name} skipped: {exc}", file=sys.stderr)
+        self.summary["methods"] = list(self.methods)
+        if not self.methods:
+            raise LiftCamError("no method of the group applies to this model")
 
     def class_name(self, cls: int) -> str:
         cats = self.loaded.categories
@@ -98,13 +112,8 @@ class _Run:
         crops = [prep.crop_image(im) for im in images]
         x = torch.stack([prep.normalize(c) for c in crops])
         captured = self.explainer.capture(x)
-        if "cam" in self.methods and self.args.method[0] in METHOD_GROUPS:
-            try:
-                self.explainer.linear_head_weight(captured)
-            except HeadError:
-                self.methods.remove("cam")
-                self.summary["methods"] = list(self.methods)
-                print("liftcam: note: cam skipped, the head is not GAP + Linear", file=sys.stderr)
+        if self.args.method[0] in METHOD_GROUPS and not self.checked:
+            self._drop_inapplicable(captured)
         ranks: list[tuple[int, Any]] = []
         if self.target.cls is not None:
             ranks.append((1, self.target.cls))
@@ -163,6 +172,8 @@ class _Run:
 
 
 METHOD_GROUPS = {"all": METHODS, "fast": GRADIENT_FAMILY}
+# Methods that apply only to some heads: DeepLIFT and LRP rules, the GAP + Linear structure.
+RULE_NEEDS = frozenset({Need.DEEPLIFT, Need.LRP, Need.LINEAR_HEAD})
 
 
 def _resolve_methods(requested: list[str]) -> list[str]:
