@@ -320,6 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    cluster: Distributed | None = None
     try:
         cluster = Distributed.from_environment(args.device)
         device = args.device
@@ -370,6 +371,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except LiftCamError as exc:
         _error(str(exc))
         return EXIT_ERROR
+    finally:
+        if cluster is not None:
+            cluster.close()
     if cluster.rank == 0:
         out = Path(args.out)
         print((out / "summary.md").read_text(), end="")

@@ -91,6 +91,14 @@ class Distributed:
 
             dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group (a no-op when run alone)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
     @property
     def record_file(self) -> str:
         return "records.jsonl" if self.world == 1 else f"records.rank{self.rank}.jsonl"
