@@ -256,3 +256,20 @@ def test_bundled_labelled_samples() -> None:
     assert [s.path for s in load_dataset("samples", limit=3, seed=4)] == [
         s.path for s in load_dataset("samples", limit=3, seed=4)
     ]
+
+
+def test_resume_after_a_kill_between_two_methods_of_an_image(tmp_path: Path) -> None:
+    """The process died after writing one method's record of an image: the image is explained again,
+    and only the missing record is written."""
+    data = _sample_set(tmp_path / "data", ["coffee.png", "chelsea.png"])
+    out = tmp_path / "run"
+    args = ["evaluate", str(data), "--out", str(out), "--methods", "lift-cam", "grad-cam"]
+    args += ["--metrics", "average_drop", "--quiet"]
+    assert main(args) == 0
+    path = out / "records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:3]) + "\n")  # the second image's second record is missing
+    assert main(args) == 0
+    again = path.read_text().splitlines()
+    assert again[:3] == lines[:3] and len(again) == 4
+    assert sorted(json.loads(a)["method"] for a in again[2:]) == ["grad-cam", "lift-cam"]

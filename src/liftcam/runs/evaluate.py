@@ -220,6 +220,8 @@ def _evaluate_batch(
             examples_dir.mkdir(parents=True, exist_ok=True)
             crops[i].save(examples_dir / f"{index:04d}.png")
         for method in maps:
+            if store.done(image=str(sample.path), method=method):
+                continue  # written before an interruption: an image is recomputed only for what is missing
             record: dict[str, Any] = {
                 "image": str(sample.path),
                 "method": method,
