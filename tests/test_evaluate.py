@@ -273,3 +273,12 @@ def test_resume_after_a_kill_between_two_methods_of_an_image(tmp_path: Path) -> 
     again = path.read_text().splitlines()
     assert again[:3] == lines[:3] and len(again) == 4
     assert sorted(json.loads(a)["method"] for a in again[2:]) == ["grad-cam", "lift-cam"]
+
+
+def test_step_accepts_fractions() -> None:
+    from liftcam.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "d", "--out", "o", "--step", "1/224"])
+    assert args.step == 1 / 224
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "d", "--out", "o", "--step", "2"])

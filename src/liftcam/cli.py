@@ -415,6 +415,18 @@ def cmd_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """A number in (0, 1], written as a decimal (0.01) or a fraction (1/224)."""
+    try:
+        top, _, bottom = text.partition("/")
+        value = float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction like 1/224") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liftcam", description="Class activation maps grounded in Shapley values.")
     parser.add_argument("--version", action="version", version=f"liftcam {__version__}")
@@ -475,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="predicted", choices=["predicted", "label"], help="class explained")
     p.add_argument("--score", default="softmax", choices=["softmax", "logit"], help="p_c: probability or logit")
     p.add_argument("--reference", default="zeros", choices=["zeros", "mean"])
-    p.add_argument("--step", type=float, default=1 / 224, help="deletion/insertion: fraction of pixels per step")
+    p.add_argument(
+        "--step", type=_fraction, default=1 / 224, help="deletion/insertion: fraction of pixels per step (1/224)"
+    )
     p.add_argument("--fill", type=float, default=0.0, help="deletion: value of deleted pixels (input tensor space)")
     p.add_argument("--blur-kernel", type=int, default=11, help="insertion: Gaussian blur kernel size")
     p.add_argument("--blur-sigma", type=float, default=5.0, help="insertion: Gaussian blur sigma")
