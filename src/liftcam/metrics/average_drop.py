@@ -6,24 +6,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor
-
-from .base import Metric, MetricBatch, Scorer, masked_scores, relative_drop
+from .base import DropMetric
 
 
-class AverageDrop(Metric):
+class AverageDrop(DropMetric):
     name = "average_drop"
     higher_is_better = False
-
-    def __init__(self, clip: bool = True) -> None:
-        self.clip = clip
-
-    def parameters(self) -> dict[str, Any]:
-        return {"clip": self.clip}
-
-    def compute(self, batch: MetricBatch, scorer: Scorer) -> dict[str, dict[str, Tensor]]:
-        base = batch.base_scores(scorer)
-        kept = masked_scores(batch, scorer, keep=True)
-        return {m: {self.name: relative_drop(base, o, self.clip)} for m, o in kept.items()}
+    keep = True

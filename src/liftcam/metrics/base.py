@@ -164,3 +164,21 @@ def per_image_with_boxes(batch: MetricBatch, maps: Tensor, score: Callable[[Tens
         boxes = batch.boxes[i] if batch.boxes is not None else None
         values.append(float("nan") if boxes is None or boxes.numel() == 0 else score(heat, boxes.float()))
     return torch.tensor(values)
+
+
+class DropMetric(Metric):
+    """``100 * max(0, Y - p_c(x * M)) / Y`` per image, with ``M = L`` (``keep``) or ``1 - L``; ``clip=False``
+    drops the ``max(0, .)``."""
+
+    keep: bool = True
+
+    def __init__(self, clip: bool = True) -> None:
+        self.clip = clip
+
+    def parameters(self) -> dict[str, Any]:
+        return {"clip": self.clip}
+
+    def compute(self, batch: MetricBatch, scorer: Scorer) -> dict[str, dict[str, Tensor]]:
+        base = batch.base_scores(scorer)
+        masked = masked_scores(batch, scorer, keep=self.keep)
+        return {m: {self.name: relative_drop(base, o, self.clip)} for m, o in masked.items()}
