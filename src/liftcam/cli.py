@@ -20,7 +20,7 @@ from .data.images import find_images, load_image
 from .data.samples import sample_photos
 from .errors import HeadError, LiftCamError, UnsupportedOperationError
 from .explain import Explainer
-from .methods import GRADIENT_FAMILY, METHODS, CamMethod, LimeCam, Need, Shap, get_method
+from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Need, get_method, sampled_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
 from .viz import save_grid, save_overlay
@@ -120,7 +120,7 @@ class _Run:
         else:
             order = self.explainer.logits(captured).argsort(dim=1, descending=True)
             ranks.extend((r + 1, order[:, r]) for r in range(self.target.top))
-        specs = _configured(self.methods, self.args)
+        specs: list[str | CamMethod] = [sampled_method(m, self.args.seed, self.args.samples) for m in self.methods]
         results = [
             (rank, self.explainer.explain_captured(captured, specs, targets, self.args.reference))
             for rank, targets in ranks
@@ -182,19 +182,6 @@ def _resolve_methods(requested: list[str]) -> list[str]:
     for name in requested:
         get_method(name)
     return list(dict.fromkeys(requested))
-
-
-def _configured(names: list[str], args: argparse.Namespace) -> list[str | CamMethod]:
-    """Method instances with the command line's sampling options."""
-    specs: list[str | CamMethod] = []
-    for name in names:
-        if name == "shap":
-            specs.append(Shap(n_samples=args.samples, seed=args.seed))
-        elif name == "lime-cam":
-            specs.append(LimeCam(seed=args.seed))
-        else:
-            specs.append(name)
-    return specs
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

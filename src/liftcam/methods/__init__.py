@@ -51,6 +51,15 @@ def get_method(method: str | CamMethod) -> CamMethod:
         raise LiftCamError(f"unknown method {method!r}; available: {', '.join(METHODS)}") from None
 
 
+def sampled_method(name: str, seed: int = 0, n_samples: int | None = None) -> CamMethod:
+    """The method ``name``, with ``seed`` (and ``n_samples``) for the methods that sample; others as registered."""
+    if name == "shap":
+        return Shap(seed=seed) if n_samples is None else Shap(n_samples=n_samples, seed=seed)
+    if name == "lime-cam":
+        return LimeCam(seed=seed)
+    return get_method(name)
+
+
 __all__ = [
     "GRADIENT_FAMILY",
     "METHODS",
@@ -72,4 +81,5 @@ __all__ = [
     "ShapleyCam",
     "XGradCam",
     "get_method",
+    "sampled_method",
 ]

@@ -28,7 +28,7 @@ from ..data.images import load_image
 from ..errors import HeadError, LiftCamError
 from ..explain import Explainer, Reference, resolve_reference
 from ..head import HeadEvaluator
-from ..methods import METHODS, CamMethod, LimeCam, get_method
+from ..methods import METHODS, sampled_method
 from ..metrics.shapley_fidelity import FIDELITY_METRICS, fidelity
 from ..models import LoadedModel
 from ..shapley import Estimator, image_game, shapley_values
@@ -70,10 +70,6 @@ class FidelitySettings:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "methods": list(self.methods), "liftcam": __version__}
-
-
-def _method(name: str, seed: int) -> CamMethod:
-    return LimeCam(seed=seed) if name == "lime-cam" else get_method(name)
 
 
 def run_fidelity(
@@ -166,7 +162,7 @@ def _explain_image(
         record: dict[str, Any] = {"image": key, "method": name, "class": int(classes[0])}
         start = time.perf_counter()
         try:
-            spec = [_method(name, settings.seed)]
+            spec = [sampled_method(name, settings.seed)]
             exp = explainer.explain_captured(captured, spec, None, settings.reference_spec)[name]
         except (HeadError, LiftCamError) as exc:
             record["error"] = str(exc)
