@@ -172,3 +172,75 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
         return sorted([Path(row[0]).name, *row[1:-1]] for row in (line.split(",") for line in lines[1:]))
 
     assert csv_without_timing(killed) == csv_without_timing(clean)
+
+
+KILL_AFTER_CACHE = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    sys.path.insert(0, {tests!r})
+    from conftest import TinyCnn
+    from liftcam.data import Preprocessing
+    from liftcam.models import LoadedModel
+    from liftcam.runs import fidelity as run
+    from liftcam.runs.records import RecordStore
+    from pathlib import Path
+    torch.manual_seed(0)
+    loaded = LoadedModel("tiny", TinyCnn().eval(), "act", Preprocessing(resize=12, crop=10), ["a", "b", "c"], "random")
+    append = RecordStore.append
+    def append_or_die(self, record):
+        # the second image's Shapley values are cached: die before their record is written
+        if record["method"] == run.REFERENCE and len(list((self.directory / "shapley").glob("*.npz"))) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        append(self, record)
+    if sys.argv[2] == "die":
+        RecordStore.append = append_or_die
+    files = sorted(Path({folder!r}).glob("*.png"))
+    run.run_fidelity(loaded, files, Path(sys.argv[1]), methods={methods!r}, progress=False)
+    """
+)
+
+
+def test_kill_between_the_cache_and_its_record_leaves_a_consistent_folder(tmp_path: Path) -> None:
+    _images(tmp_path / "in", 3)
+    script = tmp_path / "run.py"
+    script.write_text(
+        KILL_AFTER_CACHE.format(tests=str(Path(__file__).parent), folder=str(tmp_path / "in"), methods=METHODS)
+    )
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    died = subprocess.run([sys.executable, str(script), str(killed), "die"])
+    assert died.returncode == -signal.SIGKILL  # a real SIGKILL, right after the cache file was written
+    assert len(list((killed / "shapley").glob("*.npz"))) == 2
+    references = [r for r in map(json.loads, (killed / "records.jsonl").read_text().splitlines())]
+    assert len([r for r in references if r["method"] == REFERENCE]) == 1  # the second image's record is missing
+    subprocess.run([sys.executable, str(script), str(killed), "live"], check=True)
+    subprocess.run([sys.executable, str(script), str(clean), "live"], check=True)
+    rows = [json.loads(line) for line in (killed / "records.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if r["method"] == REFERENCE]) == 3  # the record came back from the cache
+    # bit-identical to an uninterrupted run, timings apart (they are the last line of the summary)
+    assert (killed / "fidelity.csv").read_text().count("\n") == 1 + 3 * len(METHODS)
+
+    def without_timings(folder: Path) -> tuple[list[str], str]:
+        table = [line.rsplit(",", 1)[0] for line in (folder / "fidelity.csv").read_text().splitlines()]
+        summary = (folder / "summary.md").read_text().splitlines()
+        assert summary[-1].startswith("Time per image (ms): ")
+        return table, "\n".join(summary[:-1])
+
+    assert without_timings(killed) == without_timings(clean)
+
+
+def test_a_junk_line_in_the_middle_loses_no_record(tmp_path: Path) -> None:
+    from liftcam.runs.records import RecordStore
+
+    store = RecordStore(tmp_path, {"a": 1}, ("image", "method"))
+    for i in range(3):
+        store.append({"image": f"{i}.png", "method": "m", "value": i})
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    junk = [lines[0], "this is not json", '{"no": "method"}', "[1, 2]", *lines[1:]]
+    (tmp_path / "records.jsonl").write_text("\n".join(junk) + "\n" + '{"image": "3.png", "meth')
+    again = RecordStore(tmp_path, {"a": 1}, ("image", "method"))
+    assert [r["value"] for r in again.records] == [0, 1, 2] and again.junk == 3
+    assert all(again.done(image=f"{i}.png", method="m") for i in range(3))
+    text = (tmp_path / "records.jsonl").read_text()
+    assert text.endswith(lines[-1] + "\n") and "this is not json" in text  # only the cut-off line is dropped
+    records, junk = RecordStore.read_all(tmp_path)
+    assert len(records) == 3 and junk == 3

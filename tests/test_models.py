@@ -73,7 +73,7 @@ def test_local_weights_file(tmp_path: Path) -> None:
 def test_unsafe_pickle_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"x": object()}}, path)  # a pickled Python object: not weights
-    with pytest.raises(ModelError, match="cannot load weights"):
+    with pytest.raises(ModelError, match="refused: it holds Python objects"):
         load_model("resnet18", str(path))
 
 

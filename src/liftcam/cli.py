@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from . import __version__
-from .data.images import find_images, load_image
+from .data.images import DEFAULT_MAX_PIXELS, find_images, load_image
 from .data.samples import sample_photos
-from .errors import HeadError, LiftCamError, UnsupportedOperationError
+from .errors import HeadError, ImageError, LiftCamError, UnsupportedOperationError
 from .explain import Explainer
 from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Need, get_method, sampled_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
+from .runs.files import prepare_output_dir, write_json_atomic
 from .viz import save_grid, save_overlay
 
 EXIT_BAD_INPUT = 1  # some input files could not be explained; the others were written
@@ -72,10 +74,10 @@ def _unique_dir(out: Path, stem: str, used: set[str]) -> Path:
     return out / name
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written summary
+def failed_line(failed: Sequence[dict[str, Any]]) -> str:
+    """``liftcam: N file(s) failed: PATH (reason), ...``: every failed file with why."""
+    items = ", ".join(f"{f['file']} ({f['reason']})" for f in failed)
+    return f"liftcam: {len(failed)} file(s) failed: {items}"
 
 
 @dataclass
@@ -189,6 +191,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         methods = _resolve_methods(args.method)
+        out = prepare_output_dir(args.out)
         loaded = load_model(args.model, args.weights, args.device)
         target = parse_target(args.target, loaded.categories)
         explainer = Explainer(loaded.model, args.layer or loaded.default_layer)
@@ -205,8 +208,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"liftcam: warning: {loaded.name} has random weights; pass --weights for meaningful maps", file=sys.stderr
         )
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     run = _Run(loaded, explainer, methods, target, args, out)
     run.summary = {
         "liftcam": __version__,
@@ -228,61 +229,62 @@ def cmd_explain(args: argparse.Namespace) -> int:
             images = []
             for path in chunk:
                 try:
-                    images.append(load_image(path))
+                    images.append(load_image(path, args.max_pixels))
                     good.append(path)
-                except LiftCamError as exc:
+                except ImageError as exc:
                     bar.write(f"liftcam: skipped {exc}", file=sys.stderr)
-                    run.summary["failed"].append({"file": str(path), "error": str(exc)})
+                    run.summary["failed"].append({"file": str(path), "reason": exc.reason})
             try:
                 if good:
                     run.explain_batch(good, images)
             except LiftCamError as exc:
-                _write_json(out / "summary.json", run.summary)
+                write_json_atomic(out / "summary.json", run.summary)
                 _error(str(exc))
                 return EXIT_ERROR
             finally:
                 bar.update(len(chunk))
-            _write_json(out / "summary.json", run.summary)
+            write_json_atomic(out / "summary.json", run.summary)
     done = len(run.summary["images"])
     print(
         f"liftcam: explained {done} image(s) with {', '.join(run.methods)} -> {out / 'summary.json'}", file=sys.stderr
     )
     failed = run.summary["failed"]
     if failed:
-        print(f"liftcam: {len(failed)} file(s) failed: " + ", ".join(f["file"] for f in failed), file=sys.stderr)
+        print(failed_line(failed), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from .runs.fidelity import run_fidelity
+    from .runs.fidelity import check_fidelity_methods, run_fidelity, summary_markdown
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        check_fidelity_methods(args.methods)
+        out = prepare_output_dir(args.out)
         loaded = load_model(args.model, args.weights, args.device)
         files = _input_files(args.images)
         summary = run_fidelity(
             loaded,
             files,
-            Path(args.out),
+            out,
             layer=args.layer,
             methods=args.methods,
             estimator=args.estimator,
             samples=args.samples,
             seed=args.seed,
             reference=args.reference,
+            max_pixels=args.max_pixels,
             progress=not args.quiet,
         )
     except LiftCamError as exc:
         _error(str(exc))
         return EXIT_ERROR
-    out = Path(args.out)
-    print((out / "summary.md").read_text(), end="")
+    print(summary_markdown(summary), end="")
     print(f"liftcam: per-image records in {out / 'records.jsonl'}, {out / 'fidelity.csv'}", file=sys.stderr)
     if summary["failed"]:
-        files_failed = ", ".join(f["image"] for f in summary["failed"])
-        print(f"liftcam: {len(summary['failed'])} file(s) failed: {files_failed}", file=sys.stderr)
+        print(failed_line([{"file": f["image"], "reason": f["reason"]} for f in summary["failed"]]), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
@@ -304,18 +306,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.datasets import load_dataset
     from .metrics import METRICS
     from .runs.evaluate import BOX_METRICS, FAST_METRICS, Distributed, EvaluateSettings, run_evaluate
+    from .runs.report import summary_markdown
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cluster: Distributed | None = None
     try:
+        out = prepare_output_dir(args.out)
+        methods = _resolve_methods(args.methods)
         cluster = Distributed.from_environment(args.device)
         device = args.device
         if device.startswith("cuda") and cluster.world > 1 and ":" not in device:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', cluster.rank))}"
         loaded = load_model(args.model, args.weights, device)
         samples = load_dataset(args.data, args.boxes, args.synsets, args.limit, args.seed)
-        methods = _resolve_methods(args.methods)
         if args.metrics == ["all"]:
             metrics = list(METRICS)
         elif args.metrics:
@@ -344,11 +348,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             limit=args.limit,
             seed=args.seed,
             images=len(samples),
+            max_pixels=args.max_pixels,
         )
-        run_evaluate(
+        summary = run_evaluate(
             loaded,
             samples,
-            Path(args.out),
+            out,
             settings,
             batch_size=args.batch_size,
             examples=args.examples,
@@ -361,23 +366,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         if cluster is not None:
             cluster.close()
-    if cluster.rank == 0:
-        out = Path(args.out)
-        print((out / "summary.md").read_text(), end="")
-        print(f"liftcam: {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'report.html'}", file=sys.stderr)
+    if summary is None:  # a process other than rank 0 of a torchrun job
+        return 0
+    print(summary_markdown(summary), end="")
+    print(f"liftcam: {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'report.html'}", file=sys.stderr)
+    if summary["junk"]:
+        print(f"liftcam: warning: {summary['junk']} unreadable record line(s) skipped", file=sys.stderr)
+    if summary["failed"]:
+        failed = [{"file": f["image"], "reason": f.get("reason", f.get("error", "?"))} for f in summary["failed"]]
+        print(failed_line(failed), file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .runs.report import write_evaluate_report
+    from .runs.report import summary_markdown, write_evaluate_report
 
     try:
-        write_evaluate_report(args.run_dir)
+        summary = write_evaluate_report(args.run_dir)
     except LiftCamError as exc:
         _error(str(exc))
         return EXIT_ERROR
-    out = Path(args.run_dir)
-    print((out / "summary.md").read_text(), end="")
+    print(summary_markdown(summary), end="")
+    if summary["junk"]:
+        print(f"liftcam: warning: {summary['junk']} unreadable record line(s) skipped", file=sys.stderr)
     return 0
 
 
@@ -402,6 +414,39 @@ def cmd_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+def _odd_kernel(text: str) -> int:
+    value = _int_at_least(1)(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be odd (the blur is centred on each pixel), not {value}")
+    return value
+
+
+def _number(positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'> 0' if positive else '>= 0'}, not {text}")
+        return value
+
+    return parse
+
+
 def _fraction(text: str) -> float:
     """A number in (0, 1], written as a decimal (0.01) or a fraction (1/224)."""
     try:
@@ -414,8 +459,30 @@ def _fraction(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one ``liftcam: error:`` line (exit 2), no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"liftcam: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+_POSITIVE = _int_at_least(1)
+_NATURAL = _int_at_least(0)
+
+
+def _max_pixels_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-pixels",
+        type=_POSITIVE,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"pixel budget of one image (default {DEFAULT_MAX_PIXELS:,}): larger JPEGs are decoded reduced, "
+        "other larger images skipped",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liftcam", description="Class activation maps grounded in Shapley values.")
+    parser = _Parser(prog="liftcam", description="Class activation maps grounded in Shapley values.")
     parser.add_argument("--version", action="version", version=f"liftcam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -432,12 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", default=None, help="class index, class name, or topK (default: top1)")
     p.add_argument("--reference", default="zeros", choices=["zeros", "mean"], help="lift-cam and shap reference")
-    p.add_argument("--samples", type=int, default=1000, help="shap: permutations when K is too large to enumerate")
-    p.add_argument("--seed", type=int, default=0, help="shap and lime-cam sampling seed")
+    p.add_argument("--samples", type=_POSITIVE, default=1000, help="shap: permutations when K is too large")
+    p.add_argument("--seed", type=_NATURAL, default=0, help="shap and lime-cam sampling seed")
     p.add_argument("--out", default="liftcam-out", help="output folder (default liftcam-out)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_POSITIVE, default=8)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_NATURAL, default=0, help="torch CPU threads (default: torch's)")
+    _max_pixels_option(p)
     p.add_argument("--grid", action="store_true", help="also write the comparison grid for few methods")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
@@ -449,12 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None)
     p.add_argument("--methods", nargs="+", default=list(FIDELITY_METHODS), help="methods with coefficients")
     p.add_argument("--estimator", default="auto", choices=["auto", "exact", "permutation", "kernel"])
-    p.add_argument("--samples", type=int, default=1000, help="permutations (or KernelSHAP coalitions)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=_POSITIVE, default=1000, help="permutations (or KernelSHAP coalitions)")
+    p.add_argument("--seed", type=_NATURAL, default=0)
     p.add_argument("--reference", default="zeros", choices=["zeros", "mean"])
     p.add_argument("--out", default="liftcam-fidelity")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=_NATURAL, default=0)
+    _max_pixels_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fidelity)
 
@@ -469,23 +538,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: records, summary, report")
     p.add_argument("--boxes", default=None, help="VOC XML folder, LOC_val_solution.csv or image,class,x0,y0,x1,y1 CSV")
     p.add_argument("--synsets", default=None, help="synset list (LOC_synset_mapping.txt) for WordNet ids")
-    p.add_argument("--limit", type=int, default=None, help="a random subset of this many images")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset")
+    p.add_argument("--limit", type=_POSITIVE, default=None, help="a random subset of this many images")
+    p.add_argument("--seed", type=_NATURAL, default=0, help="seed of the subset")
     p.add_argument("--target", default="predicted", choices=["predicted", "label"], help="class explained")
     p.add_argument("--score", default="softmax", choices=["softmax", "logit"], help="p_c: probability or logit")
     p.add_argument("--reference", default="zeros", choices=["zeros", "mean"])
     p.add_argument(
         "--step", type=_fraction, default=1 / 224, help="deletion/insertion: fraction of pixels per step (1/224)"
     )
-    p.add_argument("--fill", type=float, default=0.0, help="deletion: value of deleted pixels (input tensor space)")
-    p.add_argument("--blur-kernel", type=int, default=11, help="insertion: Gaussian blur kernel size")
-    p.add_argument("--blur-sigma", type=float, default=5.0, help="insertion: Gaussian blur sigma")
-    p.add_argument("--tolerance", type=float, default=15.0, help="pointing game: pixels of tolerance")
+    p.add_argument("--fill", type=_finite, default=0.0, help="deletion: value of deleted pixels (input tensor space)")
+    p.add_argument("--blur-kernel", type=_odd_kernel, default=11, help="insertion: Gaussian blur kernel size (odd)")
+    p.add_argument("--blur-sigma", type=_number(positive=True), default=5.0, help="insertion: Gaussian blur sigma")
+    p.add_argument("--tolerance", type=_number(positive=False), default=15.0, help="pointing game: pixels of tolerance")
     p.add_argument("--no-clip", action="store_true", help="AD and ADD without max(0, .): signed drops")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--examples", type=int, default=4, help="images with overlays in the report")
+    p.add_argument("--batch-size", type=_POSITIVE, default=8, help="images per batch (fixed by image index)")
+    p.add_argument("--examples", type=_NATURAL, default=4, help="images with overlays in the report")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=_NATURAL, default=0)
+    _max_pixels_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -503,12 +573,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
+def _warning_printer() -> Callable[..., None]:
+    """Python warnings of a run, as one ``liftcam: warning:`` line each (each message once)."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        if text not in seen:
+            seen.add(text)
+            print(f"liftcam: warning: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "batch_size", 1) < 1:
-        _error("--batch-size must be at least 1")
-        return EXIT_ERROR
-    code: int = args.func(args)
+    """Run the command line; returns the exit code (0 done, 1 some inputs failed, 2 nothing done)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad argument (already reported in one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    with warnings.catch_warnings():  # restored on return: no global state outlives the call
+        warnings.simplefilter("default")
+        warnings.showwarning = _warning_printer()
+        try:
+            code: int = args.func(args)
+        except OSError as exc:  # the disk filled up, a folder was removed under us, ...
+            _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print("liftcam: interrupted; what was written is kept (run again to resume)", file=sys.stderr)
+            return 130
     return code
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class LiftCamError(Exception):
     """Base class of every error liftcam raises on bad input or an unsupported model."""
@@ -24,7 +26,12 @@ class HeadError(LiftCamError):
 
 
 class ImageError(LiftCamError):
-    """An image file cannot be read."""
+    """An image file cannot be read: ``path`` and a short ``reason`` ("no such file", "too large: ...")."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
 
 
 class ModelError(LiftCamError):

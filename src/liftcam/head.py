@@ -92,7 +92,7 @@ class HeadEvaluator:
         diff = a - reference
         out = []
         for start in range(0, masks.shape[0], self.chunk):
-            z = masks[start : start + self.chunk].to(a.dtype)
+            z = masks[start : start + self.chunk].to(device=a.device, dtype=a.dtype)
             coalition = reference + z[:, :, None, None] * diff
             out.append(self.scores(index, coalition))
         return torch.cat(out) if out else a.new_zeros(0)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,14 @@ def _load_state(model: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist")
     try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol: the outcome is reported below
+            warnings.simplefilter("ignore")
+            state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"{path}: refused: it holds Python objects besides tensors, and loading them could run code "
+            "(liftcam loads weights only: save the model's state_dict())"
+        ) from None
     except Exception as exc:
         raise ModelError(f"cannot load weights from {path}: {exc}".splitlines()[0]) from None
     for key in ("state_dict", "model", "model_state_dict"):
@@ -102,7 +111,22 @@ def _load_state(model: nn.Module, path: str | Path) -> None:
             state = state[key]
     if not isinstance(state, dict):
         raise ModelError(f"{path} holds a {type(state).__name__}, not a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    expected = model.state_dict()
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ModelError(f"{path}: entry {not_tensors[0]!r} is a {type(state[not_tensors[0]]).__name__}, not a tensor")
+    wrong = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        k = wrong[0]
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise ModelError(
+            f"{path} does not match the model: tensor {k} has shape {tuple(state[k].shape)}, the model's is "
+            f"{tuple(expected[k].shape)}{more}"
+        )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelError(f"{path}: tensor {broken[0]} contains NaN or infinite values")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         missing = ", ".join(result.missing_keys[:3])

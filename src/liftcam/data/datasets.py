@@ -20,6 +20,8 @@ and an object box annotated by hand for liftcam (``sample_boxes.csv`` in this pa
 from __future__ import annotations
 
 import csv
+import io
+import math
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -51,10 +53,43 @@ class Sample:
         return torch.tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A side file's text; one clear error if it is missing, not a file, or not text."""
+    if not path.exists():
+        raise LiftCamError(f"{what} {path}: no such file")
+    if not path.is_file():
+        raise LiftCamError(f"{what} {path}: not a regular file")
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
+    except OSError as exc:
+        raise LiftCamError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise LiftCamError(f"{what} {path}: not a text file (not UTF-8)") from None
+    if "\0" in text:
+        raise LiftCamError(f"{what} {path}: not a text file (binary data)")
+    return text
+
+
+def _coordinates(values: Sequence[str], where: str) -> tuple[float, float, float, float]:
+    """``x0 y0 x1 y1`` as numbers, with ``x1 > x0`` and ``y1 > y0``."""
+    if len(values) != 4:
+        raise LiftCamError(f"{where}: a box needs 4 coordinates x0 y0 x1 y1, found {len(values)}")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in values)
+    except ValueError:
+        raise LiftCamError(f"{where}: box coordinates {' '.join(values)!r} are not all numbers") from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise LiftCamError(f"{where}: box coordinates must be finite numbers")
+    if x1 <= x0 or y1 <= y0:
+        raise LiftCamError(f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has no area (needs x1 > x0 and y1 > y0)")
+    return x0, y0, x1, y1
+
+
 def read_synsets(path: str | Path) -> list[str]:
     """WordNet ids in class order from a synset list (``wnid [name]`` per line)."""
     wnids = []
-    for line in Path(path).read_text().splitlines():
+    for line in _read_text(Path(path), "synset list").splitlines():
         token = line.strip().split(" ")[0].split(",")[0] if line.strip() else ""
         if token:
             if not _WNID.fullmatch(token):
@@ -94,8 +129,8 @@ def _voc(path: Path, classes: ClassIndex) -> tuple[int | None, list[tuple[float,
         if name is None or box is None:
             continue
         label = classes(name, str(path)) if label is None else label
-        coords = [float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax")]
-        boxes.append((coords[0], coords[1], coords[2], coords[3]))
+        coords = [(box.findtext(k) or "").strip() for k in ("xmin", "ymin", "xmax", "ymax")]
+        boxes.append(_coordinates(coords, str(path)))
     return label, boxes
 
 
@@ -106,27 +141,42 @@ def _annotations(path: Path, classes: ClassIndex) -> dict[str, tuple[int | None,
         for xml in sorted(path.rglob("*.xml")):
             found[xml.stem] = _voc(xml, classes)  # type: ignore[assignment]
         return found
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
+    text = _read_text(path, "boxes file")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise LiftCamError(f"boxes file {path}: not a CSV file ({exc})") from None
     if not rows:
         return found
     header = [h.strip().lower() for h in rows[0]]
+    numbered = [(n, row) for n, row in enumerate(rows[1:], start=2) if any(v.strip() for v in row)]
     if header[:2] == ["imageid", "predictionstring"]:
-        for row in rows[1:]:
+        for n, row in numbered:
+            where = f"{path}: line {n}"
+            if len(row) < 2 or not row[0].strip():
+                raise LiftCamError(f"{where}: expected ImageId,PredictionString")
             tokens = row[1].split()
-            boxes = []
+            if len(tokens) % 5:
+                raise LiftCamError(
+                    f"{where}: PredictionString must repeat 'wnid x0 y0 x1 y1'; found {len(tokens)} tokens"
+                )
+            boxes: list[tuple[float, ...]] = []
             label = None
-            for i in range(0, len(tokens) - 4, 5):
-                label = classes(tokens[i], str(path)) if label is None else label
-                boxes.append(tuple(float(v) for v in tokens[i + 1 : i + 5]))
+            for i in range(0, len(tokens), 5):
+                label = classes(tokens[i], where) if label is None else label
+                boxes.append(_coordinates(tokens[i + 1 : i + 5], where))
             found[Path(row[0]).stem] = (label, boxes)
     elif header[:6] == ["image", "class", "x0", "y0", "x1", "y1"]:
-        for row in rows[1:]:
+        for n, row in numbered:
+            where = f"{path}: line {n}"
+            if len(row) < 2 or not row[0].strip():
+                raise LiftCamError(f"{where}: expected image,class[,x0,y0,x1,y1]")
             stem = Path(row[0]).stem
-            label = classes(row[1], str(path))
+            label = classes(row[1], where)
             entry = found.setdefault(stem, (label, []))
-            if all(v.strip() for v in row[2:6]):
-                entry[1].append(tuple(float(v) for v in row[2:6]))
+            coords = [v.strip() for v in row[2:]]
+            if any(coords):  # a row without coordinates gives a label only
+                entry[1].append(_coordinates(coords, where))
     else:
         raise LiftCamError(f"{path}: expected the header ImageId,PredictionString or image,class,x0,y0,x1,y1")
     return found
@@ -141,14 +191,16 @@ def load_dataset(
 ) -> list[Sample]:
     """The images under ``root`` (sorted) with labels and boxes; ``limit`` picks a seeded random subset."""
     root = Path(root)
+    if boxes is not None and not Path(boxes).exists():
+        raise LiftCamError(f"boxes file {boxes}: no such file or folder")
+    wnids = read_synsets(synsets) if synsets else None
     if str(root) == SAMPLES and not root.exists():
-        return _sample_set(limit, seed)
+        return _sample_set(limit, seed, boxes, wnids)
     if not root.exists():
         raise LiftCamError(f"{root}: no such folder or file")
     files = find_images([root])
     if not files:
         raise LiftCamError(f"{root}: no images found")
-    wnids = read_synsets(synsets) if synsets else None
     folders = {p.parent.name for p in files if p.parent != root} if root.is_dir() else set()
     if wnids is None and len(folders) == 1000 and all(_WNID.fullmatch(f) for f in folders):
         wnids = sorted(folders)
@@ -176,13 +228,16 @@ def load_dataset(
     return samples
 
 
-def _sample_set(limit: int | None, seed: int) -> list[Sample]:
+def _sample_set(
+    limit: int | None, seed: int, boxes: str | Path | None = None, wnids: list[str] | None = None
+) -> list[Sample]:
+    """The bundled photos with the bundled annotations, or with the boxes file given."""
     from .samples import sample_photos
 
     photos = sorted(sample_photos().values())
     if not photos:
         raise LiftCamError("no sample photos installed (pip install 'liftcam[samples]')")
-    annotations = _annotations(SAMPLE_BOXES, ClassIndex(None))
+    annotations = _annotations(Path(boxes) if boxes is not None else SAMPLE_BOXES, ClassIndex(wnids))
     samples = [
         Sample(p, *(annotations[p.stem][0], [tuple(b) for b in annotations[p.stem][1]]))  # type: ignore[arg-type]
         if p.stem in annotations

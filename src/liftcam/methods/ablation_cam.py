@@ -1,6 +1,7 @@
 """Ablation-CAM (Desai & Ramaswamy, WACV 2020): ``alpha_k = (s - s_{-k}) / s``.
 
-``s_{-k}`` is the score with channel ``k`` zeroed, from the head alone (all K ablations of an image in
+``s_{-k}`` is the score with channel ``k`` replaced by the reference (zero by default: "zeroed"), from the
+head alone (all K ablations of an image in
 batches, or from the factored head's closed form where it applies). 0 where ``s = 0``.
 """
 
@@ -16,6 +17,7 @@ from .base import CamMethod, MethodInputs, Need
 class AblationCam(CamMethod):
     name = "ablation-cam"
     needs = frozenset({Need.HEAD})
+    uses_reference = True
 
     def __init__(self, fast: bool = True) -> None:
         self.fast = fast
@@ -29,7 +31,7 @@ class AblationCam(CamMethod):
         coalitions = torch.cat([torch.ones(1, k, device=a.device), 1 - torch.eye(k, device=a.device)])
         rows = []
         for b in range(a.shape[0]):
-            game = image_game(evaluator, b, torch.zeros_like(a[b]), fast=self.fast)
+            game = image_game(evaluator, b, inputs.reference[b], fast=self.fast)
             values = game.values(coalitions)
             s, ablated = values[0], values[1:]
             rows.append(torch.where(s != 0, (s - ablated) / torch.where(s != 0, s, 1.0), 0.0).to(a.dtype))

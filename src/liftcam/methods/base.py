@@ -76,6 +76,10 @@ class CamMethod(ABC):
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[Need]]
+    #: Whether the method defines channel coefficients (False: it defines a map only).
+    has_coefficients: ClassVar[bool] = True
+    #: Whether the method's game replaces absent channels by the reference R (else R plays no part).
+    uses_reference: ClassVar[bool] = False
 
     @abstractmethod
     def weights(self, inputs: MethodInputs) -> Tensor | None:

@@ -17,6 +17,7 @@ from .base import CamMethod, MethodInputs, Need
 class LiftCam(CamMethod):
     name = "lift-cam"
     needs = frozenset({Need.DEEPLIFT})
+    uses_reference = True
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         m = inputs.require("multipliers")

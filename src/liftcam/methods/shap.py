@@ -23,6 +23,7 @@ class Shap(CamMethod):
 
     name = "shap"
     needs = frozenset({Need.HEAD})
+    uses_reference = True
 
     def __init__(
         self,

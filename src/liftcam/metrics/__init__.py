@@ -7,6 +7,7 @@ Shapley values: :mod:`.shapley_fidelity`.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..errors import LiftCamError
@@ -38,16 +39,28 @@ _METRICS: dict[str, type[Metric]] = {
 METRICS: tuple[str, ...] = tuple(_METRICS)
 
 
-def get_metric(name: str, **parameters: Any) -> Metric:
-    """The metric registered under ``name``, with the parameters it accepts."""
+def _metric_class(name: str) -> type[Metric]:
     try:
-        cls = _METRICS[name]
+        return _METRICS[name]
     except KeyError:
         raise LiftCamError(f"unknown metric {name!r}; available: {', '.join(METRICS)}") from None
-    import inspect
 
-    accepted = inspect.signature(cls).parameters
-    return cls(**{k: v for k, v in parameters.items() if k in accepted})
+
+def metric_parameters(name: str) -> tuple[str, ...]:
+    """The names of the parameters the metric ``name`` accepts."""
+    return tuple(inspect.signature(_metric_class(name)).parameters)
+
+
+def get_metric(name: str, **parameters: Any) -> Metric:
+    """The metric registered under ``name``, configured with ``parameters``; an unknown parameter
+    (a misspelled ``stpe=``) is refused, never dropped."""
+    accepted = metric_parameters(name)
+    unknown = sorted(set(parameters) - set(accepted))
+    if unknown:
+        raise LiftCamError(
+            f"metric {name!r} has no parameter {', '.join(unknown)}; its parameters: {', '.join(accepted) or 'none'}"
+        )
+    return _metric_class(name)(**parameters)
 
 
 __all__ = [
@@ -66,4 +79,5 @@ __all__ = [
     "Scorer",
     "fidelity",
     "get_metric",
+    "metric_parameters",
 ]

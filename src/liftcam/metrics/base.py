@@ -140,7 +140,7 @@ def masked_scores(batch: MetricBatch, scorer: Scorer, keep: bool) -> dict[str, T
         b = batch.inputs.shape[0]
 
         def make(start: int, stop: int) -> Tensor:
-            images = batch.inputs[torch.arange(start, stop) % b]
+            images = batch.inputs[torch.arange(start, stop, device=batch.inputs.device) % b]
             weights = maps[start:stop, None]
             return images * (weights if keep else 1 - weights)
 

@@ -25,7 +25,7 @@ def step_counts(pixels: int, step: float) -> Tensor:
 
 def trapezoid_auc(curves: Tensor, counts: Tensor) -> Tensor:
     """AUC (N,) of curves (N, T) sampled at ``counts / pixels``."""
-    fractions = counts.double() / counts[-1]
+    fractions = counts.to(curves.device).double() / counts[-1]
     widths = fractions[1:] - fractions[:-1]
     return ((curves[:, 1:] + curves[:, :-1]).double() / 2 * widths).sum(dim=1).float()
 

@@ -1,10 +1,15 @@
 """``liftcam evaluate``: faithfulness and localisation metrics of CAM methods over an image set.
 
 One record per (image, method) is appended to the run's record file as soon as it is computed; the
-same command resumes an interrupted run and refuses a run directory made with other settings. Under
-``torchrun`` (``torch.distributed``; gloo on CPU, nccl on CUDA) the images are split across the
-processes by position (process ``r`` of ``n`` takes images ``r, r + n, ...``), each process appends to
-``records.rank<r>.jsonl``, and process 0 writes the summary, which equals a single process's.
+same command resumes an interrupted run and refuses a run directory made with other settings.
+
+Batches are fixed by image index: batch ``j`` holds images ``j * batch_size`` to ``(j + 1) * batch_size - 1``
+of the data set, whatever was done before. A resumed run recomputes a whole batch of which some
+record is missing (writing only the missing records), and under ``torchrun`` (``torch.distributed``;
+gloo on CPU, nccl on CUDA) process ``r`` of ``n`` takes batches ``r, r + n, ...``: every image is always
+computed in the same batch, so that batched kernels round the same way and the records and summary
+are bit-identical to an uninterrupted single-process run's (with the same thread count). Each
+process appends to ``records.rank<r>.jsonl``; process 0 writes the summary.
 
 Methods are explained together (shared forward/backward passes) and all masked-image evaluations of a
 batch (AD/IC/ADD, deletion/insertion steps) go through one batched scorer.
@@ -24,11 +29,11 @@ import torch
 
 from .. import __version__
 from ..data.datasets import Sample
-from ..data.images import load_image
-from ..errors import LiftCamError
+from ..data.images import DEFAULT_MAX_PIXELS, load_image, original_size
+from ..errors import ImageError, LiftCamError
 from ..explain import Explainer, Reference
 from ..methods import get_method
-from ..metrics import METRICS, get_metric
+from ..metrics import METRICS, get_metric, metric_parameters
 from ..metrics.base import MetricBatch, Scorer
 from ..models import LoadedModel
 from ..viz import save_overlay
@@ -57,6 +62,7 @@ class EvaluateSettings:
     limit: int | None
     seed: int
     images: int
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -113,8 +119,9 @@ def run_evaluate(
     examples: int = 4,
     progress: bool = True,
     distributed: Distributed | None = None,
-) -> None:
-    """Evaluate (or resume) on ``samples``; every process writes its records, then process 0 the reports."""
+) -> dict[str, Any] | None:
+    """Evaluate (or resume) on ``samples``; every process writes its records, then process 0 the reports
+    (its summary is returned; None in the other processes)."""
     from tqdm import tqdm
 
     from .report import write_evaluate_report
@@ -125,7 +132,10 @@ def run_evaluate(
         raise LiftCamError(f"unknown metric {unknown[0]!r}; available: {', '.join(METRICS)}")
     specs = [get_method(m) for m in settings.methods]
     parameters = dict(settings.metric_parameters)
-    metrics = [get_metric(name, **parameters) for name in settings.metrics]
+    metrics = [
+        get_metric(name, **{k: v for k, v in parameters.items() if k in metric_parameters(name)})
+        for name in settings.metrics
+    ]
     explainer = Explainer(loaded.model, settings.layer)
     if cluster.rank == 0:
         RecordStore(out, settings.as_dict(), ("image", "method"), cluster.record_file, SHARD_PATTERN)
@@ -134,26 +144,30 @@ def run_evaluate(
         out, settings.as_dict(), ("image", "method"), cluster.record_file, SHARD_PATTERN, write_settings=False
     )
     scorer = Scorer(loaded.model, settings.score)  # type: ignore[arg-type]
-    mine = [(i, s) for i, s in enumerate(samples) if i % cluster.world == cluster.rank]
-    todo = [(i, s) for i, s in mine if not all(store.done(image=str(s.path), method=m) for m in settings.methods)]
-    todo = [(i, s) for i, s in todo if not store.done(image=str(s.path), method="error")]
+    indexed = list(enumerate(samples))
+    batches = [indexed[start : start + batch_size] for start in range(0, len(indexed), batch_size)]
+    mine = [batch for j, batch in enumerate(batches) if j % cluster.world == cluster.rank]
+
+    def finished(sample: Sample) -> bool:
+        key = str(sample.path)
+        return store.done(image=key, method="error") or all(store.done(image=key, method=m) for m in settings.methods)
+
+    todo = [batch for batch in mine if not all(finished(s) for _, s in batch)]
     examples_dir = out / "examples"
     with tqdm(
-        total=len(mine),
-        initial=len(mine) - len(todo),
+        total=sum(len(b) for b in mine),
+        initial=sum(len(b) for b in mine) - sum(len(b) for b in todo),
         unit="img",
         desc=f"evaluate[{cluster.rank}]",
         disable=not progress,
     ) as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
+        for chunk in todo:
             _evaluate_batch(
                 loaded, explainer, specs, metrics, scorer, store, chunk, settings, examples, examples_dir, bar
             )
             bar.update(len(chunk))
     cluster.barrier()
-    if cluster.rank == 0:
-        write_evaluate_report(out)
+    return write_evaluate_report(out) if cluster.rank == 0 else None
 
 
 def _evaluate_batch(
@@ -173,17 +187,20 @@ def _evaluate_batch(
     good, crops, boxes = [], [], []
     prep = loaded.preprocessing
     for index, sample in chunk:
+        key = str(sample.path)
         try:
-            image = load_image(sample.path)
-        except LiftCamError as exc:
-            store.append({"image": str(sample.path), "method": "error", "error": str(exc)})
-            bar.write(f"liftcam: skipped {exc}")
+            image = load_image(sample.path, settings.max_pixels)
+        except ImageError as exc:
+            if not store.done(image=key, method="error"):
+                store.append({"image": key, "method": "error", "error": str(exc), "reason": exc.reason})
+                bar.write(f"liftcam: skipped {exc}")
             continue
         if settings.target == "label" and sample.label is None:
-            store.append({"image": str(sample.path), "method": "error", "error": f"{sample.path}: no label"})
+            if not store.done(image=key, method="error"):
+                store.append({"image": key, "method": "error", "error": f"{key}: no label", "reason": "no label"})
             continue
         crops.append(prep.crop_image(image))
-        boxes.append(prep.transform_boxes(sample.boxes_tensor(), *image.size) if sample.boxes else None)
+        boxes.append(prep.transform_boxes(sample.boxes_tensor(), *original_size(image)) if sample.boxes else None)
         good.append((index, sample))
     if not good:
         return

@@ -6,13 +6,21 @@ coefficients compared with them (``metrics.shapley_fidelity``) and timed. One re
 (image, method) goes to ``records.jsonl`` as soon as it is computed; an interrupted run resumes where it
 stopped. At the end: ``fidelity.csv`` (per image), ``summary.md`` (mean, std per method) and
 ``fidelity.png`` (per-image Pearson per method).
+
+Any kill leaves a consistent folder: an image's reference Shapley values are cached in one file
+written atomically, together with their record; a cache found without its record (killed between the
+two) gives the record on resume, computed nothing twice. Every value but the timings is bit-identical
+between an interrupted and an uninterrupted run; the timings are kept apart (``ms`` columns, and the
+last line of ``summary.md``).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -24,15 +32,16 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data.images import load_image
-from ..errors import HeadError, LiftCamError
+from ..data.images import DEFAULT_MAX_PIXELS, load_image
+from ..errors import HeadError, ImageError, LiftCamError
 from ..explain import Explainer, Reference, resolve_reference
 from ..head import HeadEvaluator
-from ..methods import METHODS, sampled_method
+from ..methods import METHODS, get_method, sampled_method
 from ..metrics.shapley_fidelity import FIDELITY_METRICS, fidelity
 from ..models import LoadedModel
 from ..shapley import Estimator, image_game, shapley_values
 from ..targets import resolve_targets
+from .files import open_text, write_text_atomic
 from .records import RecordStore
 
 #: Methods with channel coefficients, compared by default.
@@ -63,6 +72,7 @@ class FidelitySettings:
     samples: int
     seed: int
     reference: str
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
     def reference_spec(self) -> Reference:
@@ -70,6 +80,20 @@ class FidelitySettings:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "methods": list(self.methods), "liftcam": __version__}
+
+
+def check_fidelity_methods(methods: Sequence[str]) -> None:
+    """Refuse unknown methods and methods without coefficients (fidelity compares coefficients)."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise LiftCamError(f"unknown method {unknown[0]!r}; available: {', '.join(METHODS)}")
+    mapless = [m for m in methods if not get_method(m).has_coefficients]
+    if mapless:
+        comparable = ", ".join(m for m in METHODS if get_method(m).has_coefficients)
+        raise LiftCamError(
+            f"{', '.join(mapless)} define a map, not channel coefficients, so fidelity cannot compare them with "
+            f"Shapley values; methods with coefficients: {comparable}"
+        )
 
 
 def run_fidelity(
@@ -82,17 +106,16 @@ def run_fidelity(
     samples: int = 1000,
     seed: int = 0,
     reference: str = "zeros",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) the fidelity study; returns the summary (also written to ``out``)."""
     from tqdm import tqdm
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise LiftCamError(f"unknown method {unknown[0]!r}; available: {', '.join(METHODS)}")
+    check_fidelity_methods(methods)
     explainer = Explainer(loaded.model, layer or loaded.default_layer)
     settings = FidelitySettings(
-        loaded.name, loaded.weights, explainer.layer, tuple(methods), estimator, samples, seed, reference
+        loaded.name, loaded.weights, explainer.layer, tuple(methods), estimator, samples, seed, reference, max_pixels
     )
     store = RecordStore(out, settings.as_dict(), key_fields=("image", "method"))
     shapley_dir = out / "shapley"
@@ -105,15 +128,16 @@ def run_fidelity(
                 bar.update(1)
                 continue
             try:
-                image = load_image(path)
-            except LiftCamError as exc:
+                image = load_image(path, max_pixels)
+            except ImageError as exc:
                 if not store.done(image=key, method="error"):
-                    store.append({"image": key, "method": "error", "error": str(exc)})
+                    store.append({"image": key, "method": "error", "error": str(exc), "reason": exc.reason})
                 bar.write(f"liftcam: skipped {exc}")
                 bar.update(1)
                 continue
             x = loaded.preprocessing(image)[None]
-            cache = shapley_dir / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+            # os.fsencode: the name's bytes, also for names that are not valid UTF-8
+            cache = shapley_dir / f"{hashlib.sha1(os.fsencode(key)).hexdigest()[:16]}.npz"
             _explain_image(explainer, store, cache, key, x, settings)
             bar.update(1)
     return write_reports(store, out)
@@ -127,35 +151,39 @@ def _explain_image(
     body_ms = (time.perf_counter() - start) * 1e3
     a = captured.activations
     ref = resolve_reference(settings.reference_spec, a)
-    classes = resolve_targets(None, explainer.logits(captured))
+    logits = explainer.logits(captured)
+    if not bool(torch.isfinite(logits).all()):
+        raise LiftCamError(f"the model's output is NaN or infinite for {key}: check the model's weights")
+    classes = resolve_targets(None, logits)
     if cache.exists():
-        saved = np.load(cache)
-        phi = torch.from_numpy(saved["values"])
+        with np.load(cache) as saved:
+            phi = torch.from_numpy(saved["values"]).to(a.device)
+            reference_record = json.loads(str(saved["record"]))
     else:
         start = time.perf_counter()
         evaluator = HeadEvaluator(explainer.split, captured, None, classes)
         game = image_game(evaluator, 0, ref[0])
         result = shapley_values(game, settings.estimator, settings.samples, settings.seed)  # type: ignore[arg-type]
-        ms = (time.perf_counter() - start) * 1e3
         phi = result.values
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, values=result.values.numpy(), stderr=result.stderr.numpy())
-        tmp.replace(cache)
-        if not store.done(image=key, method=REFERENCE):
-            store.append(
-                {
-                    "image": key,
-                    "method": REFERENCE,
-                    "class": int(classes[0]),
-                    "estimator": result.estimator,
-                    "evaluations": result.evaluations,
-                    "stderr_mean": float(result.stderr.mean()),
-                    "stderr_max": float(result.stderr.max()),
-                    "efficiency_gap": float(result.values.sum()) - (result.v_full - result.v_empty),
-                    "ms": ms,
-                    "body_ms": body_ms,
-                }
-            )
+        reference_record = {
+            "image": key,
+            "method": REFERENCE,
+            "class": int(classes[0]),
+            "estimator": result.estimator,
+            "evaluations": result.evaluations,
+            "stderr_mean": float(result.stderr.mean()),
+            "stderr_max": float(result.stderr.max()),
+            "efficiency_gap": float(result.values.sum()) - (result.v_full - result.v_empty),
+            "ms": (time.perf_counter() - start) * 1e3,
+            "body_ms": body_ms,
+        }
+        # the values and their record in one file, written atomically, before the record is appended
+        tmp = cache.with_name(cache.stem + ".tmp.npz")
+        values, stderr = result.values.cpu().numpy(), result.stderr.cpu().numpy()
+        np.savez(tmp, values=values, stderr=stderr, record=json.dumps(reference_record))
+        os.replace(tmp, cache)
+    if not store.done(image=key, method=REFERENCE):
+        store.append(reference_record)
     for name in settings.methods:
         if store.done(image=key, method=name):
             continue
@@ -167,8 +195,9 @@ def _explain_image(
         except (HeadError, LiftCamError) as exc:
             record["error"] = str(exc)
         else:
+            if exp.weights is None:
+                raise LiftCamError(f"{name} gave no coefficients")  # refused up front; never reached
             record["ms"] = (time.perf_counter() - start) * 1e3
-            assert exp.weights is not None
             record.update(fidelity(exp.weights[0], phi, a[0], captured.input_size))
         store.append(record)
 
@@ -184,12 +213,17 @@ def write_reports(store: RecordStore, out: Path) -> dict[str, Any]:
     """``fidelity.csv``, ``summary.md`` and ``fidelity.png`` from the records; returns the summary."""
     records = store.records
     methods = [m for m in store.settings["methods"]]
-    rows = [r for r in records if r["method"] in methods and "error" not in r]
-    with (out / "fidelity.csv").open("w", newline="") as f:
+    # in image, then method order: the same file whatever order an interrupted run wrote its records in
+    rows = sorted(
+        (r for r in records if r["method"] in methods and "error" not in r),
+        key=lambda r: (r["image"], methods.index(r["method"])),
+    )
+    with open_text(out / "fidelity.csv.tmp") as f:
         writer = csv.DictWriter(f, fieldnames=["image", "method", "class", *FIDELITY_METRICS, "ms"])
         writer.writeheader()
         for r in rows:
             writer.writerow({k: r.get(k) for k in writer.fieldnames})
+    os.replace(out / "fidelity.csv.tmp", out / "fidelity.csv")
     summary: dict[str, Any] = {"settings": store.settings, "methods": {}}
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
@@ -207,15 +241,19 @@ def write_reports(store: RecordStore, out: Path) -> dict[str, Any]:
         "stderr_max": max((r["stderr_max"] for r in refs), default=float("nan")),
         "ms": _mean_std([r["ms"] for r in refs]),
     }
-    summary["failed"] = [r for r in records if r["method"] == "error"]
-    (out / "summary.md").write_text(summary_markdown(summary))
+    summary["failed"] = sorted(
+        ({**r, "reason": r.get("reason", r.get("error", "?"))} for r in records if r["method"] == "error"),
+        key=lambda r: str(r["image"]),
+    )
+    write_text_atomic(out / "summary.md", summary_markdown(summary))
     if rows:
         _plot(rows, methods, out / "fidelity.png")
     return summary
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """The summary table: mean ± std per method over images, best mean marked in bold."""
+    """The summary table: mean ± std per method over images, best mean marked in bold; the timings
+    on the last line (the only line that differs between runs)."""
     settings = summary["settings"]
     ref = summary["reference"]
     lines = [
@@ -223,10 +261,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"reference `{settings['reference']}`; {ref['images']} images.",
         f"Reference Shapley values: {', '.join(ref['estimators']) or '-'} "
         f"({ref['evaluations_per_image']} coalition values per image, standard error mean "
-        f"{ref['stderr_mean']:.2g}, max {ref['stderr_max']:.2g}; {ref['ms'][0]:.0f} ms per image).",
+        f"{ref['stderr_mean']:.2g}, max {ref['stderr_max']:.2g}).",
         "",
-        "| method | images | " + " | ".join(FIDELITY_METRICS) + " | ms / image |",
-        "|---" * (len(FIDELITY_METRICS) + 3) + "|",
+        "| method | images | " + " | ".join(FIDELITY_METRICS) + " |",
+        "|---" * (len(FIDELITY_METRICS) + 2) + "|",
     ]
     entries = summary["methods"]
     best = {
@@ -236,14 +274,20 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for name, e in entries.items():
         if not e["images"]:
             reason = e["errors"][0] if e["errors"] else "no images"
-            lines.append(f"| {name} | 0 | n/a: {reason} |" + " |" * (len(FIDELITY_METRICS)))
+            lines.append(f"| {name} | 0 | n/a: {reason} |" + " |" * (len(FIDELITY_METRICS) - 1))
             continue
         cells = []
         for metric in FIDELITY_METRICS:
             mean, std = e[metric]
             cell = f"{mean:.3f} ± {std:.3f}"
             cells.append(f"**{cell}**" if best[metric] is not None and round(mean, 3) == best[metric] else cell)
-        lines.append(f"| {name} | {e['images']} | " + " | ".join(cells) + f" | {e['ms'][0]:.0f} |")
+        lines.append(f"| {name} | {e['images']} | " + " | ".join(cells) + " |")
+    if summary["failed"]:
+        lines += ["", "Failed: " + ", ".join(f"{f['image']} ({f['reason']})" for f in summary["failed"])]
+    timings = [f"reference {ref['ms'][0]:.0f}"] + [
+        f"{name} {e['ms'][0]:.0f}" for name, e in entries.items() if not math.isnan(e["ms"][0])
+    ]
+    lines += ["", "Time per image (ms): " + ", ".join(timings) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -2,8 +2,10 @@
 
 Every record is one line, flushed and synced as soon as it is computed. On opening, a last line cut
 short by a killed process is dropped (the file is truncated to its last complete line), so at most the
-record in flight is lost and the file is never corrupt. A run's settings are stored beside it; opening
-the same folder with different settings is refused, so results of different settings never mix.
+record in flight is lost and the file is never corrupt. A complete line that is not a record (edited
+by hand, a disk error) is skipped and counted, never a reason to drop the records after it. A run's
+settings are stored beside it; opening the same folder with different settings is refused, so results
+of different settings never mix.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +22,48 @@ from ..errors import LiftCamError
 SETTINGS_FILE = "settings.json"
 
 
-def _complete_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Records of every complete, valid line, and the byte length those lines take."""
+@dataclass
+class _Lines:
+    records: list[dict[str, Any]]  # every complete line that is a record
+    complete: int  # bytes up to the end of the last complete line
+    junk: int  # complete lines that are not records
+
+
+def _is_record(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("image"), str) and isinstance(value.get("method"), str)
+
+
+def _read_lines(path: Path) -> _Lines:
     records: list[dict[str, Any]] = []
-    good = 0
+    complete = junk = 0
     with path.open("rb") as f:
         for raw in f:
             if not raw.endswith(b"\n"):
-                break
+                break  # cut short by a kill: the only line ever dropped
+            complete += len(raw)
             try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break
-            good += len(raw)
-    return records, good
+                value = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                value = None
+            if _is_record(value):
+                records.append(value)
+            elif raw.strip():
+                junk += 1
+    return _Lines(records, complete, junk)
+
+
+def read_settings(directory: Path) -> dict[str, Any] | None:
+    """The stored settings of a run folder, None if there are none; a broken file is refused clearly."""
+    path = Path(directory) / SETTINGS_FILE
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LiftCamError(f"{path}: broken settings file ({exc}); restore it or use another folder") from None
+    if not isinstance(stored, dict):
+        raise LiftCamError(f"{path}: broken settings file (not a JSON object); restore it or use another folder")
+    return stored
 
 
 class RecordStore:
@@ -62,8 +93,8 @@ class RecordStore:
         self.key_fields = tuple(key_fields)
         self.settings = json.loads(json.dumps(settings))  # normalised: tuples become lists
         stored_path = self.directory / SETTINGS_FILE
-        if stored_path.exists():
-            stored = json.loads(stored_path.read_text())
+        stored = read_settings(self.directory)
+        if stored is not None:
             if stored != self.settings:
                 changed = sorted(k for k in set(stored) | set(self.settings) if stored.get(k) != self.settings.get(k))
                 raise LiftCamError(
@@ -76,23 +107,29 @@ class RecordStore:
             os.replace(tmp, stored_path)
         self.path = self.directory / name
         self.records: list[dict[str, Any]] = []
+        self.junk = 0
         if self.path.exists():
-            self.records, good = _complete_lines(self.path)
-            if good != self.path.stat().st_size:
+            lines = _read_lines(self.path)
+            self.records, self.junk = lines.records, lines.junk
+            if lines.complete != self.path.stat().st_size:
                 with self.path.open("r+b") as f:
-                    f.truncate(good)
+                    f.truncate(lines.complete)
         self._keys = {self.key(r) for r in self.records}
         for other in sorted(self.directory.glob(shards)) if shards else []:
             if other != self.path:
-                self._keys.update(self.key(r) for r in _complete_lines(other)[0])
+                self._keys.update(self.key(r) for r in _read_lines(other).records)
 
     @staticmethod
-    def read_all(directory: Path, pattern: str = "records*.jsonl") -> list[dict[str, Any]]:
-        """Every complete record of every record file matching ``pattern`` in ``directory``."""
+    def read_all(directory: Path, pattern: str = "records*.jsonl") -> tuple[list[dict[str, Any]], int]:
+        """Every complete record of every record file matching ``pattern`` in ``directory``, and the
+        number of complete lines that were not records (skipped)."""
         records: list[dict[str, Any]] = []
+        junk = 0
         for path in sorted(Path(directory).glob(pattern)):
-            records.extend(_complete_lines(path)[0])
-        return records
+            lines = _read_lines(path)
+            records.extend(lines.records)
+            junk += lines.junk
+        return records, junk
 
     def key(self, record: dict[str, Any]) -> Hashable:
         return tuple(record.get(f) for f in self.key_fields)

@@ -12,6 +12,7 @@ import csv
 import html
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ import numpy as np
 
 from ..errors import LiftCamError
 from ..metrics import get_metric
-from .records import RecordStore
+from .files import open_text, write_text_atomic
+from .records import RecordStore, read_settings
+
+_SETTINGS_KEYS = ("data", "model", "weights", "layer", "methods", "metrics", "metric_parameters", "target", "score")
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
 _T95 = (
@@ -36,9 +40,9 @@ def t95(df: int) -> float:
     return _T95[df - 1] if df <= 30 else 1.96 + 2.5 / df
 
 
-def mean_ci(values: list[float | None]) -> tuple[float, float, int]:
-    """Mean, half-width of the 95% confidence interval, and count of the non-missing values."""
-    clean = [float(v) for v in values if v is not None and not math.isnan(v)]
+def mean_ci(values: list[Any]) -> tuple[float, float, int]:
+    """Mean, half-width of the 95% confidence interval, and count of the numeric, non-NaN values."""
+    clean = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)]
     n = len(clean)
     if n == 0:
         return math.nan, math.nan, 0
@@ -62,13 +66,23 @@ def _columns(metrics: list[str]) -> list[tuple[str, bool | None]]:
 
 def summarize(directory: Path) -> dict[str, Any]:
     """Summary of every record in the run directory: per method and value, mean, CI and count."""
-    settings_path = directory / "settings.json"
-    if not settings_path.exists():
+    if not directory.is_dir():
+        raise LiftCamError(f"{directory}: not a folder")
+    settings = read_settings(directory)
+    if settings is None:
         raise LiftCamError(f"{directory} is not an evaluation run (no settings.json)")
-    settings = json.loads(settings_path.read_text())
-    records = RecordStore.read_all(directory)
+    missing = [k for k in _SETTINGS_KEYS if k not in settings]
+    if missing or not isinstance(settings.get("methods"), list) or not isinstance(settings.get("metrics"), list):
+        raise LiftCamError(
+            f"{directory / 'settings.json'}: broken settings file (missing or malformed: "
+            f"{', '.join(missing) or 'methods/metrics'}); restore it or use another folder"
+        )
+    records, junk = RecordStore.read_all(directory)
     methods = settings["methods"]
-    columns = _columns(settings["metrics"])
+    try:
+        columns = _columns(settings["metrics"])
+    except LiftCamError as exc:
+        raise LiftCamError(f"{directory / 'settings.json'}: {exc}") from None
     table: dict[str, dict[str, tuple[float, float, int]]] = {}
     for method in methods:
         rows = [r for r in records if r["method"] == method]
@@ -85,8 +99,12 @@ def summarize(directory: Path) -> dict[str, Any]:
         "table": table,
         "best": best,
         "images": len(images),
-        "failed": [r for r in records if r["method"] == "error"],
+        "failed": sorted(
+            ({**r, "error": str(r.get("error", "?"))} for r in records if r["method"] == "error"),
+            key=lambda r: str(r["image"]),
+        ),
         "records": records,
+        "junk": junk,
     }
 
 
@@ -132,14 +150,26 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             cells.append(cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if summary["failed"]:
-        lines += ["", "Failed: " + ", ".join(f"{f['image']} ({f['error']})" for f in summary["failed"])]
+        lines += ["", "Failed: " + ", ".join(f"{f['image']} ({_reason(f)})" for f in summary["failed"])]
+    if summary["junk"]:
+        lines += ["", f"{summary['junk']} record line(s) that could not be read were skipped."]
     return "\n".join(lines) + "\n"
+
+
+def _reason(failed: dict[str, Any]) -> str:
+    return str(failed.get("reason", failed.get("error", "?")))
 
 
 def _mean_curves(records: list[dict[str, Any]], methods: list[str], name: str) -> dict[str, np.ndarray]:
     curves = {}
     for method in methods:
-        rows = [np.asarray(r[name], dtype=float) for r in records if r["method"] == method and name in r]
+        rows = [
+            np.asarray(r[name], dtype=float)
+            for r in records
+            if r["method"] == method
+            and isinstance(r.get(name), list)
+            and all(isinstance(v, (int, float)) for v in r[name])
+        ]
         if rows and len({len(c) for c in rows}) == 1:
             curves[method] = np.mean(rows, axis=0)
     return curves
@@ -195,7 +225,7 @@ def _html(summary: dict[str, Any], directory: Path, has_curves: bool) -> str:
                 caption = html.escape(method)
                 cells.append(f'<figure><img src="examples/{overlay.name}"><figcaption>{caption}</figcaption></figure>')
         gallery.append(f'<div class="row">{"".join(cells)}</div>')
-    failed = "".join(f"<li>{html.escape(f['image'])}: {html.escape(f['error'])}</li>" for f in summary["failed"])
+    failed = "".join(f"<li>{html.escape(f['image'])}: {html.escape(_reason(f))}</li>" for f in summary["failed"])
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>liftcam evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -219,8 +249,8 @@ def write_evaluate_report(directory: str | Path) -> dict[str, Any]:
     """Write ``summary.md``, ``summary.csv``, ``curves.png`` and ``report.html`` into the run directory."""
     directory = Path(directory)
     summary = summarize(directory)
-    (directory / "summary.md").write_text(summary_markdown(summary))
-    with (directory / "summary.csv").open("w", newline="") as f:
+    write_text_atomic(directory / "summary.md", summary_markdown(summary))
+    with open_text(directory / "summary.csv.tmp") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "value", "mean", "ci95", "n", "best"])
         for method, stats in summary["table"].items():
@@ -228,6 +258,7 @@ def write_evaluate_report(directory: str | Path) -> dict[str, Any]:
                 mean, ci, n = stats[value]
                 best = _is_best(summary, value, mean)
                 writer.writerow([method, value, mean, ci, n, int(best)])
+    os.replace(directory / "summary.csv.tmp", directory / "summary.csv")
     has_curves = _plot_curves(summary, directory / "curves.png")
-    (directory / "report.html").write_text(_html(summary, directory, has_curves))
+    write_text_atomic(directory / "report.html", _html(summary, directory, has_curves))
     return summary

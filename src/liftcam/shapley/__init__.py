@@ -54,7 +54,8 @@ def shapley_values(
     if estimator == "auto":
         if isinstance(game, AdditiveGame):
             phi = game.shapley()
-            ends = game.values(torch.stack([torch.ones(game.n_players), torch.zeros(game.n_players)]))
+            full = torch.ones(game.n_players, device=game.device)
+            ends = game.values(torch.stack([full, torch.zeros_like(full)]))
             return ShapleyResult(phi, torch.zeros_like(phi), "additive", game.n_players, float(ends[0]), float(ends[1]))
         estimator = "exact" if game.n_players <= max_exact else "permutation"
     if estimator == "exact":

@@ -22,15 +22,18 @@ def exact_shapley(game: CoalitionGame) -> ShapleyResult:
     k = game.n_players
     if k > MAX_EXACT_PLAYERS:
         raise LiftCamError(f"exact Shapley values of {k} players need 2^{k} coalitions; use sampling")
-    codes = torch.arange(2**k)
-    bits = torch.arange(k)
+    device = game.device
+    codes = torch.arange(2**k, device=device)
+    bits = torch.arange(k, device=device)
     masks = ((codes[:, None] >> bits) & 1).to(torch.float32)
     v = game.values(masks).double()
     size = masks.sum(dim=1).long()
     weight = torch.tensor(
-        [math.factorial(s) * math.factorial(k - s - 1) / math.factorial(k) for s in range(k)], dtype=torch.float64
+        [math.factorial(s) * math.factorial(k - s - 1) / math.factorial(k) for s in range(k)],
+        dtype=torch.float64,
+        device=device,
     )
-    phi = torch.empty(k, dtype=torch.float64)
+    phi = torch.empty(k, dtype=torch.float64, device=device)
     for player in range(k):
         without = codes[((codes >> player) & 1) == 0]
         phi[player] = (weight[size[without]] * (v[without | (1 << player)] - v[without])).sum()

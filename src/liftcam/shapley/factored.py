@@ -172,6 +172,7 @@ class AdditiveGame(CoalitionGame):
         self.v0 = v0
         self.contributions = contributions.double()
         self.n_players = contributions.shape[0]
+        self.device = contributions.device
 
     def values(self, masks: Tensor) -> Tensor:
         return self.v0 + masks.to(self.contributions) @ self.contributions
@@ -192,6 +193,7 @@ class FactoredGame(CoalitionGame):
         self.w = w.reshape(-1)
         self.beta = beta
         self.n_players = rows.shape[0]
+        self.device = rows.device
         self.memory_bytes = memory_bytes
 
     def _evaluate(self, pre: Tensor, scratch: bool = False) -> Tensor:

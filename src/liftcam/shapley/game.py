@@ -17,9 +17,10 @@ from ..head import HeadEvaluator
 
 
 class CoalitionGame(ABC):
-    """A cooperative game on ``n_players`` channels."""
+    """A cooperative game on ``n_players`` channels, evaluated on ``device`` (the activations')."""
 
     n_players: int
+    device: torch.device
 
     @abstractmethod
     def values(self, masks: Tensor) -> Tensor:
@@ -44,6 +45,7 @@ class HeadGame(CoalitionGame):
         self.index = index
         self.reference = reference
         self.n_players = evaluator.activations.shape[1]
+        self.device = evaluator.activations.device
 
     def values(self, masks: Tensor) -> Tensor:
         return self.evaluator.coalition_scores(self.index, masks, self.reference).double()

@@ -21,7 +21,7 @@ def _solve(z: Tensor, y: Tensor, delta: float) -> Tensor:
     a = z.T @ z / z.shape[0]
     b = z.T @ y / z.shape[0]
     a_inv = torch.linalg.pinv(a)
-    ones = torch.ones(z.shape[1], dtype=z.dtype)
+    ones = torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
     a_inv_b = a_inv @ b
     a_inv_1 = a_inv @ ones
     phi: Tensor = a_inv_b - a_inv_1 * (a_inv_b.sum() - delta) / a_inv_1.sum()
@@ -35,14 +35,15 @@ def kernel_shapley(game: CoalitionGame, n_samples: int = 2048, seed: int = 0, gr
         raise LiftCamError("KernelSHAP needs at least 2 players")
     pairs = max(groups, n_samples // 2)
     pairs -= pairs % groups
+    # drawn on the CPU generator (the same coalitions for a seed on every device), evaluated on the game's
     generator = torch.Generator().manual_seed(seed)
     sizes = torch.arange(1, k)
     kernel = (k - 1) / (sizes * (k - sizes)).double()
     drawn = sizes[torch.multinomial(kernel / kernel.sum(), pairs, replacement=True, generator=generator)]
     ranks = torch.rand(pairs, k, generator=generator).argsort(dim=1).argsort(dim=1)
     half = (ranks < drawn[:, None]).double()
-    z = torch.stack([half, 1 - half], dim=1).reshape(2 * pairs, k)
-    ends = game.values(torch.stack([torch.zeros(k), torch.ones(k)])).double()
+    z = torch.stack([half, 1 - half], dim=1).reshape(2 * pairs, k).to(game.device)
+    ends = game.values(torch.stack([torch.zeros(k, device=game.device), torch.ones(k, device=game.device)])).double()
     v_empty, v_full = float(ends[0]), float(ends[1])
     y = game.values(z).double() - v_empty
     delta = v_full - v_empty

@@ -22,17 +22,19 @@ def permutation_shapley(
     if n_permutations < 2:
         raise LiftCamError("permutation sampling needs at least 2 permutations")
     k = game.n_players
+    device = game.device
+    # permutations from the CPU generator (the same for a seed on every device), evaluated on the game's
     generator = torch.Generator().manual_seed(seed)
-    ends = game.values(torch.stack([torch.zeros(k), torch.ones(k)]))
+    ends = game.values(torch.stack([torch.zeros(k, device=device), torch.ones(k, device=device)]))
     v_empty, v_full = float(ends[0]), float(ends[1])
     per_sample = 2 if antithetic else 1
     n_samples = -(-n_permutations // per_sample)
-    total = torch.zeros(k, dtype=torch.float64)
-    total_sq = torch.zeros(k, dtype=torch.float64)
+    total = torch.zeros(k, dtype=torch.float64, device=device)
+    total_sq = torch.zeros(k, dtype=torch.float64, device=device)
     done = 0
     while done < n_samples:
         m = min(block, n_samples - done)
-        orders = torch.stack([torch.randperm(k, generator=generator) for _ in range(m)])
+        orders = torch.stack([torch.randperm(k, generator=generator) for _ in range(m)]).to(device)
         if antithetic:
             orders = torch.stack([orders, orders.flip(1)], dim=1).reshape(2 * m, k)
         chain = game.chain_values(orders).double()
