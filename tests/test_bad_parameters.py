@@ -143,3 +143,47 @@ def test_methods_with_a_game_honour_the_reference(tiny) -> None:  # type: ignore
     assert torch.all(same["ablation-cam"].weights == 0) and torch.all(same["lime-cam"].weights == 0)
     zero = explainer.explain_captured(captured, ["lime-cam"], targets=[0, 1, 2])
     assert not torch.allclose(zero["lime-cam"].weights, exp["lime-cam"].weights)
+
+
+def test_report_skips_and_counts_junk_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["evaluate", "samples", "--limit", "2", "--methods", "grad-cam", "--metrics", "average_drop"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    summary = (out / "summary.csv").read_bytes()
+    with (out / "records.jsonl").open("a") as f:
+        f.write('{"junk": 1}\nnot json at all\n{"image": "x.png", "method": "grad-cam", "average_drop": "high"}\n')
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "liftcam: warning: 2 unreadable record line(s) skipped" in err
+    assert "2 record line(s) that could not be read were skipped" in (out / "summary.md").read_text()
+    # a record with a non-numeric value adds nothing to the means and counts
+    assert summary == (out / "summary.csv").read_bytes()
+
+
+def test_labels_out_of_range_are_skipped_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    for folder, photo in (("967", "coffee"), ("5000", "chelsea")):
+        (data / folder).mkdir(parents=True)
+        shutil.copy(sample_photos()[photo], data / folder / f"{photo}.png")
+    args = ["evaluate", str(data), "--target", "label", "--methods", "grad-cam", "--metrics", "average_drop"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "chelsea.png (label 5000 is out of range for a model with 1000 classes)" in err
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert [r["target"] for r in records if r["method"] == "grad-cam"] == [967]
+
+
+def test_a_large_jpeg_is_explained_reduced_with_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    Image.open(sample_photos()["coffee"]).convert("RGB").resize((1200, 800)).save(tmp_path / "big.jpg")
+    args = ["explain", str(tmp_path / "big.jpg"), "--max-pixels", "300000", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "liftcam: note: " in err and "1200 x 800 pixels exceed --max-pixels: decoded at 600 x 400" in err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["images"][0]["top5"][0]["name"] == "espresso"

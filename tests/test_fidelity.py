@@ -116,33 +116,48 @@ def test_other_settings_are_refused(tmp_path: Path, tiny) -> None:  # type: igno
         run_fidelity(_tiny_loaded(tiny), files, out, methods=["grad-cam"], progress=False)
 
 
-SCRIPT = textwrap.dedent(
+# a fidelity run of the tiny model in a process of its own (argv[1]: the output folder), which the
+# script's BODY may change before it runs
+PREAMBLE = textwrap.dedent(
     """
-    import sys, time, torch
+    import os, signal, sys, time, torch
     sys.path.insert(0, {tests!r})
     from conftest import TinyCnn
     from liftcam.data import Preprocessing
     from liftcam.models import LoadedModel
     from liftcam.runs import fidelity as run
+    from liftcam.runs.records import RecordStore
     from pathlib import Path
     torch.manual_seed(0)
     loaded = LoadedModel("tiny", TinyCnn().eval(), "act", Preprocessing(resize=12, crop=10), ["a", "b", "c"], "random")
+    """
+)
+RUN = textwrap.dedent(
+    """
+    files = sorted(Path({folder!r}).glob("*.png"))
+    run.run_fidelity(loaded, files, Path(sys.argv[1]), methods={methods!r}, progress=False)
+    """
+)
+SLOW = textwrap.dedent(
+    """
     original = run._explain_image
     def slow(*args, **kwargs):
         time.sleep(0.3)
         return original(*args, **kwargs)
     run._explain_image = slow
-    files = sorted(Path({folder!r}).glob("*.png"))
-    run.run_fidelity(loaded, files, Path(sys.argv[1]), methods={methods!r}, progress=False)
     """
 )
 
 
+def _script(path: Path, folder: Path, body: str) -> Path:
+    values = {"tests": str(Path(__file__).parent), "folder": str(folder), "methods": METHODS}
+    path.write_text(PREAMBLE.format(**values) + body + RUN.format(**values))
+    return path
+
+
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     _images(tmp_path / "in", 8)
-    script = tmp_path / "run.py"
-    tests = str(Path(__file__).parent)
-    script.write_text(SCRIPT.format(tests=tests, folder=str(tmp_path / "in"), methods=METHODS))
+    script = _script(tmp_path / "run.py", tmp_path / "in", SLOW)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     process = subprocess.Popen([sys.executable, str(script), str(killed)])
     records = killed / "records.jsonl"
@@ -174,18 +189,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     assert csv_without_timing(killed) == csv_without_timing(clean)
 
 
-KILL_AFTER_CACHE = textwrap.dedent(
+DIE_AFTER_CACHE = textwrap.dedent(
     """
-    import os, signal, sys, torch
-    sys.path.insert(0, {tests!r})
-    from conftest import TinyCnn
-    from liftcam.data import Preprocessing
-    from liftcam.models import LoadedModel
-    from liftcam.runs import fidelity as run
-    from liftcam.runs.records import RecordStore
-    from pathlib import Path
-    torch.manual_seed(0)
-    loaded = LoadedModel("tiny", TinyCnn().eval(), "act", Preprocessing(resize=12, crop=10), ["a", "b", "c"], "random")
     append = RecordStore.append
     def append_or_die(self, record):
         # the second image's Shapley values are cached: die before their record is written
@@ -194,18 +199,13 @@ KILL_AFTER_CACHE = textwrap.dedent(
         append(self, record)
     if sys.argv[2] == "die":
         RecordStore.append = append_or_die
-    files = sorted(Path({folder!r}).glob("*.png"))
-    run.run_fidelity(loaded, files, Path(sys.argv[1]), methods={methods!r}, progress=False)
     """
 )
 
 
 def test_kill_between_the_cache_and_its_record_leaves_a_consistent_folder(tmp_path: Path) -> None:
     _images(tmp_path / "in", 3)
-    script = tmp_path / "run.py"
-    script.write_text(
-        KILL_AFTER_CACHE.format(tests=str(Path(__file__).parent), folder=str(tmp_path / "in"), methods=METHODS)
-    )
+    script = _script(tmp_path / "run.py", tmp_path / "in", DIE_AFTER_CACHE)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     died = subprocess.run([sys.executable, str(script), str(killed), "die"])
     assert died.returncode == -signal.SIGKILL  # a real SIGKILL, right after the cache file was written
@@ -244,3 +244,28 @@ def test_a_junk_line_in_the_middle_loses_no_record(tmp_path: Path) -> None:
     assert text.endswith(lines[-1] + "\n") and "this is not json" in text  # only the cut-off line is dropped
     records, junk = RecordStore.read_all(tmp_path)
     assert len(records) == 3 and junk == 3
+
+
+def test_mean_reference_is_the_mean_over_the_run_images(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
+    """Per image, a batch mean would be the image itself (every game trivial): the run's mean is used."""
+    from liftcam import Explainer
+
+    files = _images(tmp_path / "in", 3)
+    loaded = _tiny_loaded(tiny)
+    out = tmp_path / "run"
+    summary = run_fidelity(loaded, files, out, methods=["lift-cam", "ablation-cam"], reference="mean", progress=False)
+    explainer = Explainer(tiny, "act")
+    activations = [
+        explainer.capture(loaded.preprocessing(Image.open(f).convert("RGB"))[None]).activations for f in files
+    ]
+    mean = torch.cat(activations).double().mean(dim=0).float()
+    with np.load(out / "reference_mean.npz") as saved:
+        torch.testing.assert_close(torch.from_numpy(saved["mean"]), mean)
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    gaps = [r["efficiency_gap"] for r in records if r["method"] == REFERENCE]
+    assert len(gaps) == 3 and max(abs(g) for g in gaps) < 1e-5
+    # on the linear head LIFT-CAM under the same reference gives the exact Shapley values
+    assert summary["methods"]["lift-cam"]["pearson"][0] > 1 - 1e-6
+    assert summary["methods"]["ablation-cam"]["images"] == 3
+    with pytest.raises(LiftCamError, match="over other images"):
+        run_fidelity(loaded, files[:2], out, methods=["lift-cam", "ablation-cam"], reference="mean", progress=False)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .data.images import DEFAULT_MAX_PIXELS, find_images, load_image
+from .data.images import DEFAULT_MAX_PIXELS, ORIGINAL_SIZE, find_images, load_image
 from .data.samples import sample_photos
 from .errors import HeadError, ImageError, LiftCamError, UnsupportedOperationError
 from .explain import Explainer
@@ -229,8 +229,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
             images = []
             for path in chunk:
                 try:
-                    images.append(load_image(path, args.max_pixels))
+                    image = load_image(path, args.max_pixels)
+                    images.append(image)
                     good.append(path)
+                    if image.info.get(ORIGINAL_SIZE):
+                        width, height = image.info[ORIGINAL_SIZE]
+                        note = (
+                            f"{width} x {height} pixels exceed --max-pixels: decoded at {image.width} x {image.height}"
+                        )
+                        bar.write(f"liftcam: note: {path}: {note}", file=sys.stderr)
                 except ImageError as exc:
                     bar.write(f"liftcam: skipped {exc}", file=sys.stderr)
                     run.summary["failed"].append({"file": str(path), "reason": exc.reason})
@@ -349,13 +356,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             seed=args.seed,
             images=len(samples),
             max_pixels=args.max_pixels,
+            batch_size=args.batch_size,
         )
         summary = run_evaluate(
             loaded,
             samples,
             out,
             settings,
-            batch_size=args.batch_size,
             examples=args.examples,
             progress=not args.quiet,
             distributed=cluster,

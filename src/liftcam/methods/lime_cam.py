@@ -52,7 +52,7 @@ class LimeCam(CamMethod):
         for b in range(a.shape[0]):
             # masks drawn on the CPU generator, so that a seed gives the same masks on every device
             generator = torch.Generator().manual_seed(self.seed)
-            masks = torch.bernoulli(torch.full((n, k), 0.5), generator=generator)
+            masks = torch.bernoulli(torch.full((n, k), 0.5, device="cpu"), generator=generator)
             reference = inputs.reference[b]
             game = image_game(evaluator, b, reference, fast=self.fast)
             y = game.values(masks.to(a.device)).cpu().double()
@@ -70,5 +70,5 @@ class LimeCam(CamMethod):
             similarity = torch.exp(-((1 - cosine) ** 2) / (2 * self.kernel_width**2))
             model = Lasso(alpha=self.alpha)
             model.fit(masks.numpy(), y.numpy(), sample_weight=similarity.numpy())
-            rows.append(torch.as_tensor(model.coef_, dtype=a.dtype))
-        return torch.stack(rows).to(a.device)
+            rows.append(torch.as_tensor(model.coef_, dtype=a.dtype, device=a.device))
+        return torch.stack(rows)

@@ -158,12 +158,16 @@ def relative_drop(base: Tensor, other: Tensor, clip: bool = True) -> Tensor:
 
 
 def per_image_with_boxes(batch: MetricBatch, maps: Tensor, score: Callable[[Tensor, Tensor], float]) -> Tensor:
-    """``score(map, boxes)`` per image (B,); NaN for images without boxes (left out of the means)."""
+    """``score(map, boxes)`` per image (B,) on the maps' device; NaN for images without boxes (left out of the
+    means)."""
     values = []
-    for i, heat in enumerate(maps.cpu()):
+    for i, heat in enumerate(maps):
         boxes = batch.boxes[i] if batch.boxes is not None else None
-        values.append(float("nan") if boxes is None or boxes.numel() == 0 else score(heat, boxes.float()))
-    return torch.tensor(values)
+        if boxes is None or boxes.numel() == 0:
+            values.append(float("nan"))
+        else:
+            values.append(score(heat, boxes.to(device=heat.device, dtype=torch.float32)))
+    return torch.tensor(values, device=maps.device)
 
 
 class DropMetric(Metric):

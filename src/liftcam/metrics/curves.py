@@ -16,16 +16,16 @@ from torch import Tensor
 from .base import MetricBatch, Scorer, split_methods, stack_methods
 
 
-def step_counts(pixels: int, step: float) -> Tensor:
+def step_counts(pixels: int, step: float, device: torch.device | str = "cpu") -> Tensor:
     """Number of changed pixels after each step: 0, s, 2s, ..., all."""
     step_px = max(1, round(step * pixels))
     n = math.ceil(pixels / step_px)
-    return (torch.arange(n + 1) * step_px).clamp_max(pixels)
+    return (torch.arange(n + 1, device=device) * step_px).clamp_max(pixels)
 
 
 def trapezoid_auc(curves: Tensor, counts: Tensor) -> Tensor:
     """AUC (N,) of curves (N, T) sampled at ``counts / pixels``."""
-    fractions = counts.to(curves.device).double() / counts[-1]
+    fractions = counts.double() / counts[-1]
     widths = fractions[1:] - fractions[:-1]
     return ((curves[:, 1:] + curves[:, :-1]).double() / 2 * widths).sum(dim=1).float()
 
@@ -38,19 +38,18 @@ def perturbation_curves(
     names, maps, classes = stack_methods(batch)
     b = batch.inputs.shape[0]
     h, w = maps.shape[1:]
-    counts = step_counts(h * w, step)
+    counts = step_counts(h * w, step, maps.device)
     t = counts.numel()
     order = torch.argsort(-maps.flatten(1), dim=1, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=order.device).expand_as(order).contiguous())
     rank = rank.view(-1, h, w)
-    counts_dev = counts.to(maps.device)
     step_classes = classes.repeat_interleave(t)
 
     def make(lo: int, hi: int) -> Tensor:
         index = torch.arange(lo, hi, device=maps.device)
         row, column = index // t, index % t  # (method-image, step)
-        changed = rank[row] < counts_dev[column][:, None, None]
+        changed = rank[row] < counts[column][:, None, None]
         image = row % b
         return torch.where(changed[:, None], finish[image], start[image])
 

@@ -13,10 +13,10 @@ from .base import Metric, MetricBatch, Scorer, per_image_with_boxes
 
 
 def box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
-    """(H, W) bool: pixels whose centre is in one of the (x0, y0, x1, y1) boxes."""
-    ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
-    xs = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
-    mask = torch.zeros(height, width, dtype=torch.bool)
+    """(H, W) bool on the boxes' device: pixels whose centre is in one of the (x0, y0, x1, y1) boxes."""
+    ys = torch.arange(height, dtype=torch.float32, device=boxes.device)[:, None] + 0.5
+    xs = torch.arange(width, dtype=torch.float32, device=boxes.device)[None, :] + 0.5
+    mask = torch.zeros(height, width, dtype=torch.bool, device=boxes.device)
     for x0, y0, x1, y1 in boxes.tolist():
         mask |= (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
         cx = min(max(int((x0 + x1) / 2), 0), width - 1)

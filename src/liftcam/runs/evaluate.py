@@ -4,7 +4,7 @@ One record per (image, method) is appended to the run's record file as soon as i
 same command resumes an interrupted run and refuses a run directory made with other settings.
 
 Batches are fixed by image index: batch ``j`` holds images ``j * batch_size`` to ``(j + 1) * batch_size - 1``
-of the data set, whatever was done before. A resumed run recomputes a whole batch of which some
+of the data set, whatever was done before (the batch size is one of the settings). A resumed run recomputes a whole batch of which some
 record is missing (writing only the missing records), and under ``torchrun`` (``torch.distributed``;
 gloo on CPU, nccl on CUDA) process ``r`` of ``n`` takes batches ``r, r + n, ...``: every image is always
 computed in the same batch, so that batched kernels round the same way and the records and summary
@@ -63,6 +63,9 @@ class EvaluateSettings:
     seed: int
     images: int
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Images per batch: part of the settings, as batches are fixed by image index (the batch mean
+    #: reference depends on them, and batched kernels round by them).
+    batch_size: int = 8
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -115,7 +118,6 @@ def run_evaluate(
     samples: Sequence[Sample],
     out: Path,
     settings: EvaluateSettings,
-    batch_size: int = 8,
     examples: int = 4,
     progress: bool = True,
     distributed: Distributed | None = None,
@@ -145,7 +147,8 @@ def run_evaluate(
     )
     scorer = Scorer(loaded.model, settings.score)  # type: ignore[arg-type]
     indexed = list(enumerate(samples))
-    batches = [indexed[start : start + batch_size] for start in range(0, len(indexed), batch_size)]
+    size = settings.batch_size
+    batches = [indexed[start : start + size] for start in range(0, len(indexed), size)]
     mine = [batch for j, batch in enumerate(batches) if j % cluster.world == cluster.rank]
 
     def finished(sample: Sample) -> bool:
@@ -195,9 +198,11 @@ def _evaluate_batch(
                 store.append({"image": key, "method": "error", "error": str(exc), "reason": exc.reason})
                 bar.write(f"liftcam: skipped {exc}")
             continue
-        if settings.target == "label" and sample.label is None:
+        reason = _label_problem(sample.label, len(loaded.categories)) if settings.target == "label" else None
+        if reason is not None:
             if not store.done(image=key, method="error"):
-                store.append({"image": key, "method": "error", "error": f"{key}: no label", "reason": "no label"})
+                store.append({"image": key, "method": "error", "error": f"{key}: {reason}", "reason": reason})
+                bar.write(f"liftcam: skipped {key}: {reason}")
             continue
         crops.append(prep.crop_image(image))
         boxes.append(prep.transform_boxes(sample.boxes_tensor(), *original_size(image)) if sample.boxes else None)
@@ -256,6 +261,15 @@ def _evaluate_batch(
             if index < examples:
                 save_overlay(examples_dir / f"{index:04d}_{method}.png", crops[i], maps[method][i].cpu().numpy())
             store.append(record)
+
+
+def _label_problem(label: int | None, classes: int) -> str | None:
+    """Why an image's label cannot be explained (None when it can)."""
+    if label is None:
+        return "no label"
+    if classes and not 0 <= label < classes:
+        return f"label {label} is out of range for a model with {classes} classes"
+    return None
 
 
 def _count(boxes: torch.Tensor | None) -> int:

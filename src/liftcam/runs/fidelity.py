@@ -1,6 +1,9 @@
 """``liftcam fidelity``: how close each method's coefficients are to the Shapley values, per image.
 
-For every image, reference Shapley values of the activation-map game (exact where the head or K
+For every image, reference Shapley values of the activation-map game, absent maps replaced by the
+reference: zeros, or with ``reference="mean"`` the mean activation over all the run's images (a
+first pass through the body, cached in ``reference_mean.npz``: the mean of a batch of one image would be
+the image itself, and every game trivial). Reference Shapley values (exact where the head or K
 allows it, else antithetic permutation sampling with a reported standard error), then every method's
 coefficients compared with them (``metrics.shapley_fidelity``) and timed. One record per
 (image, method) goes to ``records.jsonl`` as soon as it is computed; an interrupted run resumes where it
@@ -74,10 +77,6 @@ class FidelitySettings:
     reference: str
     max_pixels: int = DEFAULT_MAX_PIXELS
 
-    @property
-    def reference_spec(self) -> Reference:
-        return "mean" if self.reference == "mean" else "zeros"
-
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "methods": list(self.methods), "liftcam": __version__}
 
@@ -118,6 +117,11 @@ def run_fidelity(
         loaded.name, loaded.weights, explainer.layer, tuple(methods), estimator, samples, seed, reference, max_pixels
     )
     store = RecordStore(out, settings.as_dict(), key_fields=("image", "method"))
+    reference_spec: Reference = "zeros"
+    if reference == "mean":
+        reference_spec = _mean_activation(explainer, loaded, files, out, max_pixels, progress)
+    elif reference != "zeros":
+        raise LiftCamError(f"unknown reference {reference!r}; use 'zeros' or 'mean'")
     shapley_dir = out / "shapley"
     shapley_dir.mkdir(exist_ok=True)
     wanted = [REFERENCE, *methods]
@@ -138,19 +142,59 @@ def run_fidelity(
             x = loaded.preprocessing(image)[None]
             # os.fsencode: the name's bytes, also for names that are not valid UTF-8
             cache = shapley_dir / f"{hashlib.sha1(os.fsencode(key)).hexdigest()[:16]}.npz"
-            _explain_image(explainer, store, cache, key, x, settings)
+            _explain_image(explainer, store, cache, key, x, settings, reference_spec)
             bar.update(1)
     return write_reports(store, out)
 
 
+def _mean_activation(
+    explainer: Explainer, loaded: LoadedModel, files: Sequence[Path], out: Path, max_pixels: int, progress: bool
+) -> torch.Tensor:
+    """The mean activation (K, h, w) over the run's readable images, computed once and cached."""
+    from tqdm import tqdm
+
+    cache = out / "reference_mean.npz"
+    keys = [str(f) for f in files]
+    if cache.exists():
+        with np.load(cache) as saved:
+            if json.loads(str(saved["images"])) != keys:
+                raise LiftCamError(
+                    f"{out} holds a run over other images (its mean reference differs); use another folder"
+                )
+            return torch.from_numpy(saved["mean"])
+    total: torch.Tensor | None = None
+    count = 0
+    for path in tqdm(files, unit="img", desc="mean reference", disable=not progress):
+        try:
+            image = load_image(path, max_pixels)
+        except ImageError:
+            continue  # reported by the main pass
+        a = explainer.capture(loaded.preprocessing(image)[None]).activations[0].double()
+        total = a if total is None else total + a
+        count += 1
+    if total is None:
+        raise LiftCamError("no readable image to take the mean reference over")
+    mean = (total / count).float()
+    tmp = out / "reference_mean.tmp.npz"
+    np.savez(tmp, mean=mean.cpu().numpy(), images=json.dumps(keys))
+    os.replace(tmp, cache)
+    return mean
+
+
 def _explain_image(
-    explainer: Explainer, store: RecordStore, cache: Path, key: str, x: torch.Tensor, settings: FidelitySettings
+    explainer: Explainer,
+    store: RecordStore,
+    cache: Path,
+    key: str,
+    x: torch.Tensor,
+    settings: FidelitySettings,
+    reference: Reference,
 ) -> None:
     start = time.perf_counter()
     captured = explainer.capture(x)
     body_ms = (time.perf_counter() - start) * 1e3
     a = captured.activations
-    ref = resolve_reference(settings.reference_spec, a)
+    ref = resolve_reference(reference, a)
     logits = explainer.logits(captured)
     if not bool(torch.isfinite(logits).all()):
         raise LiftCamError(f"the model's output is NaN or infinite for {key}: check the model's weights")
@@ -191,7 +235,7 @@ def _explain_image(
         start = time.perf_counter()
         try:
             spec = [sampled_method(name, settings.seed)]
-            exp = explainer.explain_captured(captured, spec, None, settings.reference_spec)[name]
+            exp = explainer.explain_captured(captured, spec, None, ref)[name]
         except (HeadError, LiftCamError) as exc:
             record["error"] = str(exc)
         else:

@@ -17,10 +17,11 @@ from ..head import HeadEvaluator
 
 
 class CoalitionGame(ABC):
-    """A cooperative game on ``n_players`` channels, evaluated on ``device`` (the activations')."""
+    """A cooperative game on ``n_players`` channels, evaluated on ``device`` (the activations'; a game of
+    one's own that does not set it is evaluated on masks on the CPU)."""
 
     n_players: int
-    device: torch.device
+    device: torch.device = torch.device("cpu")
 
     @abstractmethod
     def values(self, masks: Tensor) -> Tensor:

@@ -37,10 +37,10 @@ def kernel_shapley(game: CoalitionGame, n_samples: int = 2048, seed: int = 0, gr
     pairs -= pairs % groups
     # drawn on the CPU generator (the same coalitions for a seed on every device), evaluated on the game's
     generator = torch.Generator().manual_seed(seed)
-    sizes = torch.arange(1, k)
+    sizes = torch.arange(1, k, device="cpu")
     kernel = (k - 1) / (sizes * (k - sizes)).double()
     drawn = sizes[torch.multinomial(kernel / kernel.sum(), pairs, replacement=True, generator=generator)]
-    ranks = torch.rand(pairs, k, generator=generator).argsort(dim=1).argsort(dim=1)
+    ranks = torch.rand(pairs, k, generator=generator, device="cpu").argsort(dim=1).argsort(dim=1)
     half = (ranks < drawn[:, None]).double()
     z = torch.stack([half, 1 - half], dim=1).reshape(2 * pairs, k).to(game.device)
     ends = game.values(torch.stack([torch.zeros(k, device=game.device), torch.ones(k, device=game.device)])).double()

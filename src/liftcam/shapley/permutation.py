@@ -34,7 +34,7 @@ def permutation_shapley(
     done = 0
     while done < n_samples:
         m = min(block, n_samples - done)
-        orders = torch.stack([torch.randperm(k, generator=generator) for _ in range(m)]).to(device)
+        orders = torch.stack([torch.randperm(k, generator=generator, device="cpu") for _ in range(m)]).to(device)
         if antithetic:
             orders = torch.stack([orders, orders.flip(1)], dim=1).reshape(2 * m, k)
         chain = game.chain_values(orders).double()

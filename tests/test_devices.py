@@ -1,0 +1,171 @@
+"""Every tensor a method or metric creates goes on the input's device.
+
+On CPU, the check runs under ``torch.device("meta")`` as the default device: a tensor created without
+an explicit device becomes a meta tensor (no data), and mixing it with the real ones fails. So a
+missing ``device=`` is caught on a machine without a GPU. With CUDA present, every method, metric
+and run is compared with CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import liftcam
+from liftcam.data import Preprocessing
+from liftcam.methods import CamMethod, LimeCam, Shap
+from liftcam.metrics import METRICS, MetricBatch, Scorer, get_metric
+from liftcam.models import LoadedModel
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+class NonlinearHead(nn.Module):
+    """K = 6 maps through a nonlinear head (1x1 conv, ReLU, GAP, Linear): no shortcut applies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, stride=2, padding=1))
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(6, 5, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _methods() -> list[str | CamMethod]:
+    names: list[str | CamMethod] = [m for m in liftcam.METHODS if m not in ("cam", "shap")]
+    return [
+        *names,
+        Shap(estimator="exact"),
+        Shap(estimator="permutation", n_samples=10),
+        Shap(estimator="kernel", n_samples=64),
+        LimeCam(n_samples=32),
+    ]
+
+
+def _model() -> NonlinearHead:
+    torch.manual_seed(0)
+    return NonlinearHead().eval()
+
+
+def _inputs() -> torch.Tensor:
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("method", _methods(), ids=repr)
+def test_methods_create_nothing_off_the_input_device(method: str | CamMethod) -> None:
+    explainer = liftcam.Explainer(_model(), "body")
+    x = _inputs()
+    reference = explainer(x, method)
+    with torch.device("meta"):
+        again = explainer(x, method)
+    assert again.maps.device.type == "cpu"
+    torch.testing.assert_close(again.maps, reference.maps)
+
+
+def _metric_batch(device: str) -> MetricBatch:
+    x = _inputs().to(device)
+    maps = {m: torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(i)).to(device) for i, m in enumerate("ab")}
+
+    def reexplain(inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        return inputs.abs().mean(dim=1)
+
+    boxes = [torch.tensor([[2.0, 2.0, 9.0, 11.0]]), None]
+    return MetricBatch(x, torch.tensor([0, 2], device=device), maps, boxes, {m: reexplain for m in maps})
+
+
+def _metric(name: str) -> Any:
+    parameters: dict[str, Any] = {"step": 0.1} if name in ("deletion", "insertion") else {}
+    if name == "insertion":
+        parameters["blur_kernel"] = 3
+    return get_metric(name, **parameters)
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_metrics_create_nothing_off_the_input_device(name: str) -> None:
+    model = _model()
+    expected = _metric(name).compute(_metric_batch("cpu"), Scorer(model))
+    batch, metric = _metric_batch("cpu"), _metric(name)
+    with torch.device("meta"):
+        values = metric.compute(batch, Scorer(model))
+    for method, result in expected.items():
+        for key, tensor in result.items():
+            torch.testing.assert_close(values[method][key], tensor, equal_nan=True)
+
+
+@CUDA
+@pytest.mark.parametrize("method", _methods(), ids=repr)
+def test_cuda_methods_equal_cpu(method: str | CamMethod) -> None:
+    model = _model()
+    cpu = liftcam.Explainer(model, "body")(_inputs(), method, reference="mean")
+    gpu = liftcam.Explainer(model.cuda(), "body")(_inputs().cuda(), method, reference="mean")
+    assert gpu.maps.is_cuda and gpu.raw.is_cuda
+    torch.testing.assert_close(gpu.raw.cpu(), cpu.raw, atol=1e-4, rtol=1e-3)
+    if cpu.weights is not None:
+        assert gpu.weights is not None and gpu.weights.is_cuda
+    for key, value in gpu.extras.items():
+        assert value.is_cuda, key
+
+
+@CUDA
+@pytest.mark.parametrize("name", METRICS)
+def test_cuda_metrics_equal_cpu(name: str) -> None:
+    model = _model()
+    cpu = _metric(name).compute(_metric_batch("cpu"), Scorer(model))
+    gpu = _metric(name).compute(_metric_batch("cuda"), Scorer(model.cuda()))
+    for method, result in cpu.items():
+        for key, tensor in result.items():
+            assert gpu[method][key].is_cuda
+            torch.testing.assert_close(gpu[method][key].cpu(), tensor, atol=1e-4, rtol=1e-3, equal_nan=True)
+
+
+@CUDA
+def test_cuda_runs_equal_cpu(tmp_path: Path) -> None:
+    """``liftcam fidelity`` and ``liftcam evaluate`` on CUDA give the CPU's records (to float tolerance)."""
+    from PIL import Image
+
+    from liftcam.data.datasets import Sample
+    from liftcam.runs.evaluate import EvaluateSettings, run_evaluate
+    from liftcam.runs.fidelity import run_fidelity
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(2)
+    files = []
+    for i in range(3):
+        pixels = (torch.rand(20, 20, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        files.append(folder / f"{i}.png")
+    methods = ("lift-cam", "grad-cam", "ablation-cam", "lime-cam", "shapley-cam", "lrp-cam", "score-cam")
+    records = {}
+    for device in ("cpu", "cuda"):
+        model = _model().to(device)
+        loaded = LoadedModel("nonlinear", model, "body", Preprocessing(resize=18, crop=16), ["a", "b", "c"], "random")
+        run_fidelity(loaded, files, tmp_path / f"fid_{device}", methods=methods, progress=False)
+        settings = EvaluateSettings(
+            data=str(folder), model="nonlinear", weights="random", layer="body", methods=methods,
+            metrics=tuple(METRICS), metric_parameters=(("step", 0.1), ("blur_kernel", 3)), score="softmax",
+            target="predicted", reference="zeros", limit=None, seed=0, images=3,
+        )  # fmt: skip
+        boxes = [(2.0, 2.0, 9.0, 11.0)]
+        samples = [Sample(f, None, boxes) for f in files]
+        run_evaluate(loaded, samples, tmp_path / f"eval_{device}", settings, progress=False)
+        records[device] = [
+            json.loads(line)
+            for name in (f"fid_{device}/records.jsonl", f"eval_{device}/records.jsonl")
+            for line in (tmp_path / name).read_text().splitlines()
+        ]
+    assert len(records["cpu"]) == len(records["cuda"])
+    for a, b in zip(records["cpu"], records["cuda"], strict=True):
+        assert (a["image"], a["method"]) == (b["image"], b["method"])
+        for key, value in a.items():
+            if key in ("ms", "body_ms") or not isinstance(value, float):
+                continue
+            assert b[key] == pytest.approx(value, rel=1e-3, abs=1e-3), (a["method"], key)
