@@ -3,9 +3,10 @@
 One record per (image, method) is appended to the run's record file as soon as it is computed; the
 same command resumes an interrupted run and refuses a run directory made with other settings.
 
-Batches are fixed by image index: batch ``j`` holds images ``j * batch_size`` to ``(j + 1) * batch_size - 1``
-of the data set, whatever was done before (the batch size is one of the settings). A resumed run recomputes a whole batch of which some
-record is missing (writing only the missing records), and under ``torchrun`` (``torch.distributed``;
+Batches are fixed by image index: batch ``j`` holds images ``j * batch_size`` to
+``(j + 1) * batch_size - 1`` of the data set, whatever was done before (the batch size is one of the
+settings). A resumed run recomputes a whole batch of which some record is missing (writing only the
+missing records), and under ``torchrun`` (``torch.distributed``;
 gloo on CPU, nccl on CUDA) process ``r`` of ``n`` takes batches ``r, r + n, ...``: every image is always
 computed in the same batch, so that batched kernels round the same way and the records and summary
 are bit-identical to an uninterrupted single-process run's (with the same thread count). Each
