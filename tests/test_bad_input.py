@@ -120,6 +120,7 @@ def test_explain_corpus_between_good_photos_in_a_fresh_process(corpus: dict[str,
     files = [str(photos["chelsea"]), *(str(corpus[n]) for n in (*sorted(REFUSED), *ACCEPTED)), str(photos["coffee"])]
     out = tmp_path / "out"
     command = [sys.executable, "-m", "liftcam", "explain", *files, "--out", str(out), "--quiet", "--batch-size", "4"]
+    command += ["--method", "lift-cam", "grad-cam", "--grid"]  # the grid's title names the file
     result = subprocess.run(command, capture_output=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "always"})
     stderr = os.fsdecode(result.stderr)
     lines = _clean(stderr)
@@ -135,7 +136,7 @@ def test_explain_corpus_between_good_photos_in_a_fresh_process(corpus: dict[str,
     # the non-UTF-8 name is stored losslessly: JSON escapes it, and it names the real file
     odd = next(e for e in summary["images"] if Path(e["file"]).name == "caf\udce9.png")
     assert os.fsencode(odd["file"]).endswith(b"caf\xe9.png") and Path(odd["file"]).is_file()
-    assert (Path(odd["output_dir"]) / "lift-cam.png").is_file()
+    assert (Path(odd["output_dir"]) / "lift-cam.png").is_file() and (Path(odd["output_dir"]) / "grid.png").is_file()
 
 
 # --- evaluate and fidelity ------------------------------------------------------------------------
@@ -147,6 +148,7 @@ def _folder_with_bad_files(corpus: dict[str, Path], folder: Path) -> Path:
     for name in ("zero.png", "truncated.png", "text.png", "bomb.png", "nan.tiff"):
         shutil.copy(corpus[name], folder / name)
     shutil.copy(corpus["caf\udce9.png"], folder / "caf\udce9.png")
+    (folder / "bad\udcff.png").write_bytes(b"not an image, and a name that is not UTF-8")
     return folder
 
 
@@ -165,12 +167,13 @@ def test_evaluate_skips_bad_files_with_reasons(
     done = {Path(r["image"]).name for r in records if r["method"] == "grad-cam"}
     assert done == {"coffee.png", "caf\udce9.png"}
     failed = {Path(r["image"]).name: r["reason"] for r in records if r["method"] == "error"}
-    assert set(failed) == {"zero.png", "truncated.png", "text.png", "bomb.png", "nan.tiff"}
-    assert all(REFUSED[name] in reason for name, reason in failed.items())
-    assert any("5 file(s) failed" in line and "nan.tiff (contains NaN" in line for line in lines)
+    assert set(failed) == {"zero.png", "truncated.png", "text.png", "bomb.png", "nan.tiff", "bad\udcff.png"}
+    assert all(REFUSED.get(name, "not an image") in reason for name, reason in failed.items())
+    assert any("6 file(s) failed" in line and "nan.tiff (contains NaN" in line for line in lines)
     summary_md = (out / "summary.md").read_bytes()
     assert b"caf\xe9.png" not in summary_md  # good files are not listed; failed ones are, with reasons
-    assert b"zero.png (empty file)" in summary_md
+    assert b"zero.png (empty file)" in summary_md and b"bad\xff.png (not an image" in summary_md
+    assert b"bad\xff.png" in (out / "report.html").read_bytes()
     assert main(["report", str(out)]) == 0
 
 

@@ -35,7 +35,7 @@ def _one_error(stderr: str) -> str:
         (["evaluate", "samples", "--fill", "inf"], "argument --fill: must be a finite number"),
         (["evaluate", "samples", "--batch-size", "0"], "argument --batch-size: must be at least 1"),
         (["explain", "--threads", "-1"], "argument --threads: must be at least 0"),
-        (["explain", "--samples", "0"], "argument --samples: must be at least 1"),
+        (["explain", "--samples", "1"], "argument --samples: must be at least 2"),
         (["explain", "--max-pixels", "0"], "argument --max-pixels: must be at least 1"),
         (["fidelity", "--threads", "-1"], "argument --threads: must be at least 0"),
         (["fidelity", "--methods", "hires-cam"], "hires-cam define a map, not channel coefficients"),
@@ -187,3 +187,24 @@ def test_a_large_jpeg_is_explained_reduced_with_a_note(tmp_path: Path, capsys: p
     assert "liftcam: note: " in err and "1200 x 800 pixels exceed --max-pixels: decoded at 600 x 400" in err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["images"][0]["top5"][0]["name"] == "espresso"
+
+
+def test_a_run_that_failed_before_its_first_record_does_not_block_the_corrected_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = str(sample_photos()["coffee"])
+    out = str(tmp_path / "fid")
+    args = ["fidelity", photo, "--methods", "lift-cam", "--out", out, "--quiet"]
+    assert main([*args, "--estimator", "exact"]) == EXIT_ERROR  # K = 1280 cannot be enumerated
+    assert "2^1280 coalitions" in _one_error(capsys.readouterr().err)
+    assert main(args) == 0  # other settings, accepted: the folder held no record
+    settings = json.loads((tmp_path / "fid" / "settings.json").read_text())
+    assert settings["estimator"] == "auto"
+    capsys.readouterr()
+    assert main([*args, "--estimator", "permutation"]) == EXIT_ERROR  # now it holds records
+    assert "differs in: estimator" in _one_error(capsys.readouterr().err)
+
+
+def test_an_empty_output_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", str(sample_photos()["coffee"]), "--out", "", "--quiet"]) == EXIT_ERROR
+    assert "--out: an empty path" in _one_error(capsys.readouterr().err)

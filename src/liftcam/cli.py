@@ -24,7 +24,7 @@ from .explain import Explainer
 from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Need, get_method, sampled_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
-from .runs.files import prepare_output_dir, write_json_atomic
+from .runs.files import prepare_output_dir, shown, tell, write_json_atomic
 from .viz import save_grid, save_overlay
 
 EXIT_BAD_INPUT = 1  # some input files could not be explained; the others were written
@@ -32,7 +32,7 @@ EXIT_ERROR = 2  # nothing could be explained: bad model, layer, method or target
 
 
 def _error(message: str) -> None:
-    print(f"liftcam: error: {message}", file=sys.stderr)
+    tell(f"liftcam: error: {message}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,11 @@ def _unique_dir(out: Path, stem: str, used: set[str]) -> Path:
     return out / name
 
 
+def _print_text(text: str) -> None:
+    """``text`` on stdout; a file name that is not valid UTF-8 shown with its bytes escaped."""
+    sys.stdout.write(shown(text))
+
+
 def failed_line(failed: Sequence[dict[str, Any]]) -> str:
     """``liftcam: N file(s) failed: PATH (reason), ...``: every failed file with why."""
     items = ", ".join(f"{f['file']} ({f['reason']})" for f in failed)
@@ -100,7 +105,7 @@ class _Run:
                 self.explainer.explain_captured(captured, [name])
             except (HeadError, UnsupportedOperationError) as exc:
                 self.methods.remove(name)
-                print(f"liftcam: note: {name} skipped: {exc}", file=sys.stderr)
+                tell(f"liftcam: note: {name} skipped: {exc}")
         self.summary["methods"] = list(self.methods)
         if not self.methods:
             raise LiftCamError("no method of the group applies to this model")
@@ -204,9 +209,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_ERROR
     if loaded.weights == "random":
-        print(
-            f"liftcam: warning: {loaded.name} has random weights; pass --weights for meaningful maps", file=sys.stderr
-        )
+        tell(f"liftcam: warning: {loaded.name} has random weights; pass --weights for meaningful maps")
 
     run = _Run(loaded, explainer, methods, target, args, out)
     run.summary = {
@@ -237,9 +240,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
                         note = (
                             f"{width} x {height} pixels exceed --max-pixels: decoded at {image.width} x {image.height}"
                         )
-                        bar.write(f"liftcam: note: {path}: {note}", file=sys.stderr)
+                        tell(f"liftcam: note: {path}: {note}", bar)
                 except ImageError as exc:
-                    bar.write(f"liftcam: skipped {exc}", file=sys.stderr)
+                    tell(f"liftcam: skipped {exc}", bar)
                     run.summary["failed"].append({"file": str(path), "reason": exc.reason})
             try:
                 if good:
@@ -252,12 +255,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 bar.update(len(chunk))
             write_json_atomic(out / "summary.json", run.summary)
     done = len(run.summary["images"])
-    print(
-        f"liftcam: explained {done} image(s) with {', '.join(run.methods)} -> {out / 'summary.json'}", file=sys.stderr
-    )
+    tell(f"liftcam: explained {done} image(s) with {', '.join(run.methods)} -> {out / 'summary.json'}")
     failed = run.summary["failed"]
     if failed:
-        print(failed_line(failed), file=sys.stderr)
+        tell(failed_line(failed))
         return EXIT_BAD_INPUT
     return 0
 
@@ -288,10 +289,10 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     except LiftCamError as exc:
         _error(str(exc))
         return EXIT_ERROR
-    print(summary_markdown(summary), end="")
-    print(f"liftcam: per-image records in {out / 'records.jsonl'}, {out / 'fidelity.csv'}", file=sys.stderr)
+    _print_text(summary_markdown(summary))
+    tell(f"liftcam: per-image records in {out / 'records.jsonl'}, {out / 'fidelity.csv'}")
     if summary["failed"]:
-        print(failed_line([{"file": f["image"], "reason": f["reason"]} for f in summary["failed"]]), file=sys.stderr)
+        tell(failed_line([{"file": f["image"], "reason": f["reason"]} for f in summary["failed"]]))
         return EXIT_BAD_INPUT
     return 0
 
@@ -375,13 +376,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             cluster.close()
     if summary is None:  # a process other than rank 0 of a torchrun job
         return 0
-    print(summary_markdown(summary), end="")
-    print(f"liftcam: {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'report.html'}", file=sys.stderr)
+    _print_text(summary_markdown(summary))
+    tell(f"liftcam: {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'report.html'}")
     if summary["junk"]:
-        print(f"liftcam: warning: {summary['junk']} unreadable record line(s) skipped", file=sys.stderr)
+        tell(f"liftcam: warning: {summary['junk']} unreadable record line(s) skipped")
     if summary["failed"]:
         failed = [{"file": f["image"], "reason": f.get("reason", f.get("error", "?"))} for f in summary["failed"]]
-        print(failed_line(failed), file=sys.stderr)
+        tell(failed_line(failed))
         return EXIT_BAD_INPUT
     return 0
 
@@ -394,9 +395,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     except LiftCamError as exc:
         _error(str(exc))
         return EXIT_ERROR
-    print(summary_markdown(summary), end="")
+    _print_text(summary_markdown(summary))
     if summary["junk"]:
-        print(f"liftcam: warning: {summary['junk']} unreadable record line(s) skipped", file=sys.stderr)
+        tell(f"liftcam: warning: {summary['junk']} unreadable record line(s) skipped")
     return 0
 
 
@@ -470,12 +471,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a bad argument reported in one ``liftcam: error:`` line (exit 2), no usage block."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"liftcam: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        tell(f"liftcam: error: {message} (see '{self.prog} --help')")
         raise SystemExit(EXIT_ERROR)
 
 
 _POSITIVE = _int_at_least(1)
 _NATURAL = _int_at_least(0)
+_AT_LEAST_2 = _int_at_least(2)  # permutation sampling draws antithetic pairs
 
 
 def _max_pixels_option(p: argparse.ArgumentParser) -> None:
@@ -506,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", default=None, help="class index, class name, or topK (default: top1)")
     p.add_argument("--reference", default="zeros", choices=["zeros", "mean"], help="lift-cam and shap reference")
-    p.add_argument("--samples", type=_POSITIVE, default=1000, help="shap: permutations when K is too large")
+    p.add_argument("--samples", type=_AT_LEAST_2, default=1000, help="shap: permutations when K is too large")
     p.add_argument("--seed", type=_NATURAL, default=0, help="shap and lime-cam sampling seed")
     p.add_argument("--out", default="liftcam-out", help="output folder (default liftcam-out)")
     p.add_argument("--batch-size", type=_POSITIVE, default=8)
@@ -524,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None)
     p.add_argument("--methods", nargs="+", default=list(FIDELITY_METHODS), help="methods with coefficients")
     p.add_argument("--estimator", default="auto", choices=["auto", "exact", "permutation", "kernel"])
-    p.add_argument("--samples", type=_POSITIVE, default=1000, help="permutations (or KernelSHAP coalitions)")
+    p.add_argument("--samples", type=_AT_LEAST_2, default=1000, help="permutations (or KernelSHAP coalitions)")
     p.add_argument("--seed", type=_NATURAL, default=0)
     p.add_argument("--reference", default="zeros", choices=["zeros", "mean"])
     p.add_argument("--out", default="liftcam-fidelity")
@@ -598,7 +600,7 @@ def _warning_printer() -> Callable[..., None]:
         text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
         if text not in seen:
             seen.add(text)
-            print(f"liftcam: warning: {text}", file=sys.stderr)
+            tell(f"liftcam: warning: {text}")
 
     return show
 
@@ -618,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
             return EXIT_ERROR
         except KeyboardInterrupt:
-            print("liftcam: interrupted; what was written is kept (run again to resume)", file=sys.stderr)
+            tell("liftcam: interrupted; what was written is kept (run again to resume)")
             return 130
     return code
 

@@ -36,6 +36,11 @@ def save_overlay(path: str | Path, image: Image.Image | np.ndarray, heat: np.nda
     Image.fromarray(overlay(image, heat, alpha)).save(path, format="PNG")
 
 
+def printable(text: str) -> str:
+    """``text`` as it can be drawn: the bytes of a file name that is not valid UTF-8 shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def save_grid(
     path: str | Path,
     image: Image.Image | np.ndarray,
@@ -58,7 +63,7 @@ def save_grid(
             ax.set_title(name, fontsize=9)
             ax.axis("off")
         if title:
-            fig.suptitle(title, fontsize=10)
+            fig.suptitle(printable(title), fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
     finally:

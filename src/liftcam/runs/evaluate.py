@@ -38,6 +38,7 @@ from ..metrics import METRICS, get_metric, metric_parameters
 from ..metrics.base import MetricBatch, Scorer
 from ..models import LoadedModel
 from ..viz import save_overlay
+from .files import tell
 from .records import RecordStore
 
 DEFAULT_METHODS: tuple[str, ...] = ("lift-cam", "grad-cam", "grad-cam++", "xgrad-cam")
@@ -197,13 +198,13 @@ def _evaluate_batch(
         except ImageError as exc:
             if not store.done(image=key, method="error"):
                 store.append({"image": key, "method": "error", "error": str(exc), "reason": exc.reason})
-                bar.write(f"liftcam: skipped {exc}")
+                tell(f"liftcam: skipped {exc}", bar)
             continue
         reason = _label_problem(sample.label, len(loaded.categories)) if settings.target == "label" else None
         if reason is not None:
             if not store.done(image=key, method="error"):
                 store.append({"image": key, "method": "error", "error": f"{key}: {reason}", "reason": reason})
-                bar.write(f"liftcam: skipped {key}: {reason}")
+                tell(f"liftcam: skipped {key}: {reason}", bar)
             continue
         crops.append(prep.crop_image(image))
         boxes.append(prep.transform_boxes(sample.boxes_tensor(), *original_size(image)) if sample.boxes else None)

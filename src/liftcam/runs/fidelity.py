@@ -44,7 +44,7 @@ from ..metrics.shapley_fidelity import FIDELITY_METRICS, fidelity
 from ..models import LoadedModel
 from ..shapley import Estimator, image_game, shapley_values
 from ..targets import resolve_targets
-from .files import open_text, write_text_atomic
+from .files import open_text, tell, write_text_atomic
 from .records import RecordStore
 
 #: Methods with channel coefficients, compared by default.
@@ -117,6 +117,9 @@ def run_fidelity(
         loaded.name, loaded.weights, explainer.layer, tuple(methods), estimator, samples, seed, reference, max_pixels
     )
     store = RecordStore(out, settings.as_dict(), key_fields=("image", "method"))
+    if store.started_afresh:  # caches of a run with other settings that wrote no record
+        for stale in [*out.glob("shapley/*.npz"), out / "reference_mean.npz"]:
+            stale.unlink(missing_ok=True)
     reference_spec: Reference = "zeros"
     if reference == "mean":
         reference_spec = _mean_activation(explainer, loaded, files, out, max_pixels, progress)
@@ -136,7 +139,7 @@ def run_fidelity(
             except ImageError as exc:
                 if not store.done(image=key, method="error"):
                     store.append({"image": key, "method": "error", "error": str(exc), "reason": exc.reason})
-                bar.write(f"liftcam: skipped {exc}")
+                tell(f"liftcam: skipped {exc}", bar)
                 bar.update(1)
                 continue
             x = loaded.preprocessing(image)[None]

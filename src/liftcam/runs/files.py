@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,13 @@ def prepare_output_dir(path: str | Path, option: str = "--out") -> Path:
     Refused with one line naming ``option``: an existing file that is not a folder, a path under a
     regular file, a path in ``/proc``, ``/sys`` or ``/dev``, a folder that cannot be created or written.
     """
+    if not str(path).strip():
+        raise LiftCamError(f"{option}: an empty path; name a folder")
     path = Path(path)
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symbolic link loop
+        raise LiftCamError(f"{option} {path}: cannot resolve ({exc})") from None
     if any(resolved == root or root in resolved.parents for root in _SYSTEM_ROOTS):
         raise LiftCamError(f"{option} {path}: is in a system folder ({resolved}); choose another folder")
     if path.exists() and not path.is_dir():
@@ -61,3 +67,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def open_text(path: Path, mode: str = "w") -> Any:
     """A text file for CSV/Markdown/HTML output that stores any file name losslessly."""
     return path.open(mode, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def shown(text: str) -> str:
+    """``text`` safe on any terminal stream: the bytes of a file name that is not UTF-8 escaped (``\\xff``)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def tell(message: str, bar: Any = None) -> None:
+    """One ``liftcam:`` line on stderr (through the progress bar ``bar`` when one is showing)."""
+    if bar is not None:
+        bar.write(shown(message), file=sys.stderr)
+    else:
+        print(shown(message), file=sys.stderr)

@@ -77,6 +77,9 @@ class RecordStore:
         shards: a glob of the run's other record files; their records count as done too (a run
             resumed with another number of processes computes nothing twice).
         write_settings: store the settings if absent (only one process of a distributed run does).
+
+    A folder whose settings differ but which holds no record yet (a run that failed before its first
+    record) takes the new settings.
     """
 
     def __init__(
@@ -94,14 +97,17 @@ class RecordStore:
         self.settings = json.loads(json.dumps(settings))  # normalised: tuples become lists
         stored_path = self.directory / SETTINGS_FILE
         stored = read_settings(self.directory)
-        if stored is not None:
-            if stored != self.settings:
-                changed = sorted(k for k in set(stored) | set(self.settings) if stored.get(k) != self.settings.get(k))
-                raise LiftCamError(
-                    f"{self.directory} holds a run with other settings (differs in: {', '.join(changed)}); "
-                    "use another output folder or the same settings"
-                )
-        elif write_settings:
+        if stored is not None and stored != self.settings and not self._holds_records(shards or name):
+            stored = None  # a run that stopped before its first record: nothing to protect, start afresh
+        if stored is not None and stored != self.settings:
+            changed = sorted(k for k in set(stored) | set(self.settings) if stored.get(k) != self.settings.get(k))
+            raise LiftCamError(
+                f"{self.directory} holds a run with other settings (differs in: {', '.join(changed)}); "
+                "use another output folder or the same settings"
+            )
+        #: True when the settings were (re)written: files a run caches beside its records are stale
+        self.started_afresh = stored is None
+        if stored is None and write_settings:
             tmp = stored_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.settings, indent=2))
             os.replace(tmp, stored_path)
@@ -118,6 +124,9 @@ class RecordStore:
         for other in sorted(self.directory.glob(shards)) if shards else []:
             if other != self.path:
                 self._keys.update(self.key(r) for r in _read_lines(other).records)
+
+    def _holds_records(self, pattern: str) -> bool:
+        return any(_read_lines(path).records for path in self.directory.glob(pattern))
 
     @staticmethod
     def read_all(directory: Path, pattern: str = "records*.jsonl") -> tuple[list[dict[str, Any]], int]:
