@@ -126,46 +126,62 @@ def test_cuda_metrics_equal_cpu(name: str) -> None:
             torch.testing.assert_close(gpu[method][key].cpu(), tensor, atol=1e-4, rtol=1e-3, equal_nan=True)
 
 
-@CUDA
-def test_cuda_runs_equal_cpu(tmp_path: Path) -> None:
-    """``liftcam fidelity`` and ``liftcam evaluate`` on CUDA give the CPU's records (to float tolerance)."""
+RUN_METHODS = ("lift-cam", "grad-cam", "ablation-cam", "lime-cam", "shapley-cam", "lrp-cam", "score-cam", "shap")
+
+
+def _files(folder: Path) -> list[Path]:
     from PIL import Image
 
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(2)
+    for i in range(3):
+        pixels = (torch.rand(20, 20, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def _runs(files: list[Path], model: nn.Module, out: Path) -> list[dict[str, Any]]:
+    """Records of a fidelity and an evaluation run (every metric, mean reference) of the images."""
     from liftcam.data.datasets import Sample
     from liftcam.runs.evaluate import EvaluateSettings, run_evaluate
     from liftcam.runs.fidelity import run_fidelity
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    generator = torch.Generator().manual_seed(2)
-    files = []
-    for i in range(3):
-        pixels = (torch.rand(20, 20, 3, generator=generator) * 255).to(torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / f"{i}.png")
-        files.append(folder / f"{i}.png")
-    methods = ("lift-cam", "grad-cam", "ablation-cam", "lime-cam", "shapley-cam", "lrp-cam", "score-cam")
-    records = {}
-    for device in ("cpu", "cuda"):
-        model = _model().to(device)
-        loaded = LoadedModel("nonlinear", model, "body", Preprocessing(resize=18, crop=16), ["a", "b", "c"], "random")
-        run_fidelity(loaded, files, tmp_path / f"fid_{device}", methods=methods, progress=False)
-        settings = EvaluateSettings(
-            data=str(folder), model="nonlinear", weights="random", layer="body", methods=methods,
-            metrics=tuple(METRICS), metric_parameters=(("step", 0.1), ("blur_kernel", 3)), score="softmax",
-            target="predicted", reference="zeros", limit=None, seed=0, images=3,
-        )  # fmt: skip
-        boxes = [(2.0, 2.0, 9.0, 11.0)]
-        samples = [Sample(f, None, boxes) for f in files]
-        run_evaluate(loaded, samples, tmp_path / f"eval_{device}", settings, progress=False)
-        records[device] = [
-            json.loads(line)
-            for name in (f"fid_{device}/records.jsonl", f"eval_{device}/records.jsonl")
-            for line in (tmp_path / name).read_text().splitlines()
-        ]
-    assert len(records["cpu"]) == len(records["cuda"])
-    for a, b in zip(records["cpu"], records["cuda"], strict=True):
-        assert (a["image"], a["method"]) == (b["image"], b["method"])
-        for key, value in a.items():
-            if key in ("ms", "body_ms") or not isinstance(value, float):
-                continue
-            assert b[key] == pytest.approx(value, rel=1e-3, abs=1e-3), (a["method"], key)
+    loaded = LoadedModel("nonlinear", model, "body", Preprocessing(resize=18, crop=16), ["a", "b", "c"], "random")
+    run_fidelity(loaded, files, out / "fidelity", methods=RUN_METHODS, reference="mean", progress=False)
+    settings = EvaluateSettings(
+        data=str(files[0].parent), model="nonlinear", weights="random", layer="body", methods=RUN_METHODS,
+        metrics=tuple(METRICS), metric_parameters=(("step", 0.1), ("blur_kernel", 3)), score="softmax",
+        target="label", reference="mean", limit=None, seed=0, images=3, batch_size=2,
+    )  # fmt: skip
+    samples = [Sample(f, i, [(2.0, 2.0, 9.0, 11.0)]) for i, f in enumerate(files)]
+    run_evaluate(loaded, samples, out / "evaluate", settings, progress=False)
+    return [
+        json.loads(line)
+        for name in ("fidelity/records.jsonl", "evaluate/records.jsonl")
+        for line in (out / name).read_text().splitlines()
+    ]
+
+
+def _same_records(a: list[dict[str, Any]], b: list[dict[str, Any]], tolerance: float) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x["image"], x["method"]) == (y["image"], y["method"])
+        for key, value in x.items():
+            if key not in ("ms", "body_ms") and isinstance(value, float):
+                assert y[key] == pytest.approx(value, rel=tolerance, abs=tolerance, nan_ok=True), (x["method"], key)
+
+
+def test_runs_create_nothing_off_the_input_device(tmp_path: Path) -> None:
+    """``liftcam fidelity`` and ``liftcam evaluate``, data loading and boxes included."""
+    files, model = _files(tmp_path / "in"), _model()
+    expected = _runs(files, model, tmp_path / "cpu")
+    with torch.device("meta"):
+        records = _runs(files, model, tmp_path / "meta")
+    _same_records(records, expected, 0.0)
+
+
+@CUDA
+def test_cuda_runs_equal_cpu(tmp_path: Path) -> None:
+    """``liftcam fidelity`` and ``liftcam evaluate`` on CUDA give the CPU's records (to float tolerance)."""
+    files = _files(tmp_path / "in")
+    _same_records(_runs(files, _model().cuda(), tmp_path / "cuda"), _runs(files, _model(), tmp_path / "cpu"), 1e-3)

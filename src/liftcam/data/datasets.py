@@ -50,7 +50,7 @@ class Sample:
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     def boxes_tensor(self) -> Tensor:
-        return torch.tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
+        return torch.tensor(self.boxes, dtype=torch.float32, device="cpu").reshape(-1, 4)
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -242,8 +242,8 @@ class Preprocessing:
         new_w, new_h = self.resized_size(width, height)
         left = round((new_w - self.crop) / 2.0)  # torchvision's centre crop
         top = round((new_h - self.crop) / 2.0)
-        scale = torch.tensor([new_w / width, new_h / height, new_w / width, new_h / height])
-        shift = torch.tensor([left, top, left, top], dtype=torch.float32)
+        scale = torch.tensor([new_w / width, new_h / height, new_w / width, new_h / height], device=boxes.device)
+        shift = torch.tensor([left, top, left, top], dtype=torch.float32, device=boxes.device)
         moved = (boxes.float().reshape(-1, 4) * scale - shift).clamp(0, self.crop)
         keep = (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
         return moved[keep]

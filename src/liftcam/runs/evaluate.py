@@ -214,7 +214,7 @@ def _evaluate_batch(
     x = torch.stack([prep.normalize(c) for c in crops])
     captured = explainer.capture(x)
     if settings.target == "label":
-        targets: Any = torch.tensor([s.label for _, s in good])
+        targets: Any = torch.tensor([s.label for _, s in good], device=captured.activations.device)
     else:
         targets = None
     reference: Reference = "mean" if settings.reference == "mean" else "zeros"
