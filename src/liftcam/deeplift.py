@@ -5,13 +5,19 @@ The head ``F`` is run twice: once on the reference ``R`` (no autograd) and once 
 passes, whether it comes from a module (``nn.ReLU``), a function (``F.relu``, ``torch.flatten``) or a
 tensor method (``x.relu_()``). The reference pass records the inputs of every nonlinear call on a
 tape; the actual pass replays the tape and replaces each nonlinear call by an autograd function whose
-backward uses a DeepLIFT multiplier instead of the derivative:
+backward uses a DeepLIFT multiplier instead of the derivative. Each call's rule comes from the one
+table in ``rules.py``:
 
 * elementwise nonlinearity ``y = f(x)``:  ``m = (f(x) - f(r)) / (x - r)`` (``f'(x)`` where ``x ~ r``);
-* max-pooling: each output's difference ``y - y_r`` is routed to the arg-max of the actual input when
-  ``y >= y_r``, else to the arg-max of the reference, divided by that position's ``x - r``;
-* product of two terms that both depend on ``A`` (``a * b``, ``a @ b``):
+* max-pooling, and max/min over a dimension: each output's difference ``y - y_r`` is routed to the
+  arg-max of the actual input when ``y >= y_r``, else to the arg-max of the reference, divided by that
+  position's ``x - r``;
+* bilinear in two terms that both depend on ``A`` (``a @ b``):
   ``ab - a'b' = (a + a')/2 (b - b') + (a - a') (b + b')/2``, the averaged product rule;
+* elementwise in two terms that both depend on ``A`` (``a * b``, ``a / b``, ``a ** b``): the Shapley
+  split of the two players, ``C_a = ((f(a,b) - f(a',b)) + (f(a,b') - f(a',b'))) / 2``;
+* composite operations (LayerNorm, GroupNorm, RMSNorm, softmax, attention, variance, norms, ...):
+  run as their decomposition into the primitives above, under the same mode;
 * affine operations (convolution, linear, batch norm in eval mode, average pooling, reshaping,
   addition, ...): the derivative, which is their exact multiplier.
 
@@ -33,12 +39,8 @@ import torch
 from torch import Tensor
 
 from .errors import HeadError, UnsupportedOperationError
+from .rules import Kind, rule_for
 from .tracing import (
-    AFFINE,
-    DIVISION,
-    ELEMENTWISE,
-    MAXPOOL,
-    PRODUCT,
     TENSOR_ATTRIBUTES,
     DependencyMode,
     bound_arguments,
@@ -135,6 +137,84 @@ class _AveragedProduct(torch.autograd.Function):
         return ga, gb, None, None, None
 
 
+def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
+    """Undo broadcasting: sum ``t`` down to ``shape``."""
+    while t.dim() > len(shape):
+        t = t.sum(dim=0)
+    for i, n in enumerate(shape):
+        if n == 1 and t.shape[i] != 1:
+            t = t.sum(dim=i, keepdim=True)
+    return t
+
+
+def _secant(change: Tensor, delta: Tensor, slope: Tensor) -> Tensor:
+    """``change / delta``, or ``slope`` where ``|delta|`` is too small for the quotient to mean anything."""
+    ok = delta.abs() > EPS
+    return torch.where(ok, change / torch.where(ok, delta, torch.ones_like(delta)), slope)
+
+
+class _ShapleyPair(torch.autograd.Function):
+    """``y = f(a, b)`` elementwise (broadcasting); backward: the Shapley split of the two players,
+    ``C_a = ((f(a,b) - f(a',b)) + (f(a,b') - f(a',b'))) / 2``, ``C_b`` likewise, as multipliers ``C / delta``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, a: Tensor, b: Tensor, ref_a: Tensor, ref_b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]
+    ) -> Tensor:
+        a0, b0 = a.detach(), b.detach()
+        with torch.no_grad():
+            y, y_rb, y_ab, y_rr = fn(a0, b0), fn(ref_a, b0), fn(a0, ref_b), fn(ref_a, ref_b)
+            share_a = ((y - y_rb) + (y_ab - y_rr)) / 2
+            share_b = ((y - y_ab) + (y_rb - y_rr)) / 2
+            da, db = (a0 - ref_a).expand_as(y), (b0 - ref_b).expand_as(y)
+        m_a = _secant(share_a, da, _elementwise_slope(fn, a0, b0, 0))
+        m_b = _secant(share_b, db, _elementwise_slope(fn, a0, b0, 1))
+        ctx.save_for_backward(m_a, m_b)
+        ctx.shapes = (a.shape, b.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        m_a, m_b = ctx.saved_tensors
+        shape_a, shape_b = ctx.shapes
+        return _sum_to(grad * m_a, shape_a), _sum_to(grad * m_b, shape_b), None, None, None
+
+
+def _elementwise_slope(fn: Callable[[Tensor, Tensor], Tensor], a: Tensor, b: Tensor, position: int) -> Tensor:
+    """``df/da`` (or ``df/db``) elementwise on the broadcast shape, not summed over broadcast dimensions."""
+    shape = torch.broadcast_shapes(a.shape, b.shape)  # type: ignore[no-untyped-call]
+    with torch.enable_grad():
+        ad = a.expand(shape).clone().requires_grad_(position == 0)
+        bd = b.expand(shape).clone().requires_grad_(position == 1)
+        y = fn(ad, bd)
+        (slope,) = torch.autograd.grad(y, ad if position == 0 else bd, torch.ones_like(y))
+    return slope
+
+
+class _ReduceMaxRescale(torch.autograd.Function):
+    """Max (or min) over the last dimension of ``x`` (..., n): the difference routed to one position."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, ref_in: Tensor, ref_out: Tensor, ref_idx: Tensor, largest: bool) -> Tensor:
+        xd = x.detach()
+        y, idx = xd.max(dim=-1) if largest else xd.min(dim=-1)
+        use_actual = y >= ref_out if largest else y <= ref_out
+        route = torch.where(use_actual, idx, ref_idx.expand_as(idx))[..., None]
+        dx = (xd - ref_in).gather(-1, route)[..., 0]
+        ok = dx.abs() > EPS
+        multiplier = torch.where(ok, (y - ref_out) / torch.where(ok, dx, torch.ones_like(dx)), torch.ones_like(dx))
+        ctx.save_for_backward(route, multiplier)
+        ctx.in_shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        route, multiplier = ctx.saved_tensors
+        out = grad.new_zeros(ctx.in_shape)
+        out.scatter_add_(-1, route, (grad * multiplier)[..., None])
+        return out, None, None, None, None
+
+
 def _maxpool_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Callable[[Tensor], Any], bool]:
     """A pooling callable that returns (values, indices), and whether the caller asked for indices."""
     name = func.__name__
@@ -165,45 +245,66 @@ class _PairedMode(DependencyMode):
 
     def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         bound = bound_arguments(func, args, kwargs)
-        if name in ELEMENTWISE:
+        rule = rule_for(name)
+        kind = rule.kind if rule is not None else None
+        if rule is not None and kind is Kind.COMPOSITE:
+            assert rule.decompose is not None
+            try:
+                with self:  # the decomposition's primitives come back here, each with its rule
+                    out = rule.decompose(*args, **kwargs)
+            except (TypeError, ValueError) as exc:
+                raise UnsupportedOperationError(
+                    f"DeepLIFT cannot apply its rule for {qualified(func, name)} in the head after layer "
+                    f"{self.layer!r}: {exc}"
+                ) from None
+        elif kind is Kind.ELEMENTWISE:
             out = self._elementwise(func, name, args, kwargs, bound)
-        elif name in MAXPOOL:
+        elif kind is Kind.MAX_POOL:
             out = self._maxpool(func, name, args, kwargs)
-        elif name in PRODUCT and len(args) >= 2 and self.depends(args[0]) and self.depends(args[1]):
-            out = self._product(func, name, args, kwargs, bound)
-        elif name in AFFINE or name in PRODUCT or (name.startswith("__get__.") and name[8:] in TENSOR_ATTRIBUTES):
-            self._check_affine(func, name, args, bound)
+        elif kind is Kind.REDUCE_MAX:
+            out = self._reduce_max(func, name, args, kwargs, bound)
+        elif rule is not None and kind in (Kind.BINARY, Kind.BILINEAR):
+            out = self._two_inputs(func, name, rule.kind, rule.affine_in, args, kwargs, bound)
+        elif kind is Kind.AFFINE or (name.startswith("__get__.") and name[8:] in TENSOR_ATTRIBUTES):
+            self._check_affine(name, args, bound)
             out = func(*args, **kwargs)
         else:
             out = func(*args, **kwargs)
             if not any(True for _ in iter_tensors(out)):  # metadata: x.size(), x.dim(), x.shape, ...
                 return out
-            raise UnsupportedOperationError(
-                f"DeepLIFT has no rule for {qualified(func, name)} in the head after layer {self.layer!r}; "
-                f"supported nonlinearities: {', '.join(supported_operations())}"
-            )
+            raise self._unsupported(func, name)
         self._mark(out, args, name, bound)
         return out
 
-    def _check_affine(self, func: Any, name: str, args: tuple[Any, ...], bound: dict[str, Any]) -> None:
+    def _unsupported(self, func: Any, name: str, detail: str = "") -> UnsupportedOperationError:
+        return UnsupportedOperationError(
+            f"DeepLIFT has no rule for {qualified(func, name)}{detail} in the head after layer {self.layer!r}; "
+            f"supported nonlinearities: {', '.join(supported_operations())}"
+        )
+
+    def _check_affine(self, name: str, args: tuple[Any, ...], bound: dict[str, Any]) -> None:
         if name == "batch_norm" and bound.get("training", False):
             raise HeadError("batch norm in the head is in training mode; call model.eval() first")
         training = bound.get("training", bound.get("train", args[2] if len(args) > 2 else False))
         if "dropout" in name and training is True and float(bound.get("p", args[1] if len(args) > 1 else 0.5)) > 0:
             raise HeadError("dropout in the head is active (training mode); call model.eval() first")
-        if name in DIVISION and len(args) >= 2 and self.depends(args[1]):
-            raise UnsupportedOperationError(
-                f"DeepLIFT has no rule for division by a function of layer {self.layer!r} ({qualified(func, name)})"
-            )
-        if name == "einsum" and sum(self.depends(a) for a in args[1:]) > 1:
-            raise UnsupportedOperationError("DeepLIFT has no rule for einsum of several functions of the layer")
+        if name in ("sum", "mean") and args and isinstance(args[0], Tensor) and args[0].dim() > 0:
+            x = args[0]
+            dim = args[1] if len(args) > 1 else bound.get("dim", bound.get("axis"))
+            dims = range(x.dim()) if dim is None else ((dim,) if isinstance(dim, int) else dim)
+            # a reduction over the batch while the batch is the first dimension (not after a permutation)
+            if x.shape[0] == self.batch and any(d % x.dim() == 0 for d in dims):
+                raise HeadError(
+                    f"{name} over the batch dimension in the head mixes the samples of a batch; each sample's "
+                    "logits must depend on that sample only"
+                )
 
     def _mark(self, out: Any, args: tuple[Any, ...], name: str, bound: dict[str, Any]) -> None:
         for t in iter_tensors(out):
-            if t.dim() == 0 or t.shape[0] != self.batch:
+            if t.dim() == 0:
                 raise HeadError(
-                    f"{name} in the head mixes the samples of a batch (output shape {tuple(t.shape)}); "
-                    "each sample's logits must depend on that sample only"
+                    f"{name} in the head reduces the whole batch to one number; each sample's logits must "
+                    "depend on that sample only"
                 )
             self.dependent[id(t)] = t
         if is_inplace(name, bound) and args and isinstance(args[0], Tensor):
@@ -237,17 +338,114 @@ class _PairedMode(DependencyMode):
             out: Tensor = func(t.clone() if inplace else t, *args[1:], **kwargs)
             return out
 
-        if not self.replay:
-            y = fn(x)
-            self._next(name, (x, y))
-        else:
-            ref_in, ref_out = self._next(name, (x,))
-            y = _Rescale.apply(x, ref_in, ref_out, fn)
-        assert isinstance(y, Tensor)
+        y = self._rescale(name, x, fn)
         if inplace:
             x.copy_(y)
             return x
         return y
+
+    def _rescale(self, name: str, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """``fn(x)`` of one dependent input, with the Rescale multiplier."""
+        if not self.replay:
+            y = fn(x)
+            self._next(name, (x, y))
+            return y
+        ref_in, ref_out = self._next(name, (x,))
+        out = _Rescale.apply(x, ref_in, ref_out, fn)
+        assert isinstance(out, Tensor)
+        return out
+
+    def _two_inputs(
+        self,
+        func: Any,
+        name: str,
+        kind: Kind,
+        affine_in: tuple[int, ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        bound: dict[str, Any],
+    ) -> Any:
+        """``f(a, b)``: affine or Rescale in a single dependent operand, else the two-player rule."""
+        if name == "einsum":
+            operands = list(args[1:]) if not (len(args) == 2 and isinstance(args[1], (list, tuple))) else list(args[1])
+            if len(operands) != 2 or not all(self.depends(o) for o in operands):
+                if sum(self.depends(o) for o in operands) > 1:
+                    raise self._unsupported(func, name, " of more than two functions of the layer")
+                return func(*args, **kwargs)
+            equation = args[0]
+            a, b = operands
+            rest: tuple[Any, ...] = ()
+
+            def call(p: Tensor, q: Tensor) -> Tensor:
+                out: Tensor = func(equation, p, q, **kwargs)
+                return out
+        else:
+            if len(args) < 2:
+                other = next((k for k in ("other", "exponent") if k in kwargs), None)
+                if other is None:
+                    raise self._unsupported(func, name, " with these arguments")
+                kwargs = dict(kwargs)
+                args = (args[0], kwargs.pop(other))
+            a, b, rest = args[0], args[1], args[2:]
+            inplace = is_inplace(name, bound)
+
+            def call(p: Tensor, q: Tensor) -> Tensor:
+                out: Tensor = func(p.clone() if inplace else p, q, *rest, **kwargs)
+                return out
+
+        if bound.get("rounding_mode") is not None:
+            raise self._unsupported(func, name, f" with rounding_mode={bound['rounding_mode']!r}")
+        dependent = [i for i, t in enumerate((a, b)) if self.depends(t)]
+        if len(dependent) == 1:
+            (i,) = dependent
+            if kind is Kind.BILINEAR or i in affine_in:
+                return func(*args, **kwargs)
+            # a function of one variable, the other operand fixed
+            y = self._rescale(name, a, lambda t: call(t, b)) if i == 0 else self._rescale(name, b, lambda t: call(a, t))
+        elif not self.replay:
+            y = call(a, b)
+            self._next(name, (a, b))
+        else:
+            ref_a, ref_b = self._next(name, (a,))
+            rule = _AveragedProduct if kind is Kind.BILINEAR else _ShapleyPair
+            y = rule.apply(a, b, ref_a, ref_b, call)
+        if name != "einsum" and is_inplace(name, bound) and isinstance(a, Tensor):
+            a.copy_(y)
+            return a
+        return y
+
+    def _reduce_max(
+        self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any]
+    ) -> Any:
+        """``max``/``amax``/``min``/``amin`` over dimensions; ``max(a, b)`` of two tensors is elementwise."""
+        if len(args) >= 2 and isinstance(args[1], Tensor):
+            return self._two_inputs(func, name, Kind.BINARY, (), args, kwargs, bound)
+        x: Tensor = args[0]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", bound.get("dim"))
+        keepdim = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
+        if dim is None or (isinstance(dim, (list, tuple)) and not dim):
+            raise self._unsupported(func, name, " over all dimensions (the batch too)")
+        dims = sorted(d % x.dim() for d in ((dim,) if isinstance(dim, int) else dim))
+        if 0 in dims:
+            raise self._unsupported(func, name, " over the batch dimension")
+        largest = name in ("max", "amax")
+        others = [d for d in range(x.dim()) if d not in dims]
+        flat_shape = [x.shape[d] for d in others]
+        flat = x.permute(*others, *dims).reshape(*flat_shape, -1)
+        if not self.replay:
+            y, idx = flat.max(dim=-1) if largest else flat.min(dim=-1)
+            self._next(name, (flat, y, idx))
+        else:
+            ref_in, ref_out, ref_idx = self._next(name, (flat,))
+            y = _ReduceMaxRescale.apply(flat, ref_in, ref_out, ref_idx, largest)
+        values = y
+        if keepdim:
+            for d in dims:
+                values = values.unsqueeze(d)
+        if name in ("max", "min"):  # (values, indices), as torch returns them
+            indices: Tensor = func(x.detach(), dim, keepdim).indices
+            return torch.return_types.max((values, indices)) if largest else torch.return_types.min((values, indices))
+        return values
 
     def _maxpool(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         x = args[0]
@@ -260,29 +458,6 @@ class _PairedMode(DependencyMode):
             y = _MaxPoolRescale.apply(x, ref_in, ref_out, ref_idx, pool)
             idx = pool(x.detach())[1] if wants_indices else None
         return (y, idx) if wants_indices else y
-
-    def _product(
-        self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], bound: dict[str, Any]
-    ) -> Tensor:
-        a: Tensor = args[0]
-        b: Tensor = args[1]
-        inplace = is_inplace(name, bound)
-
-        def fn(p: Tensor, q: Tensor) -> Tensor:
-            out: Tensor = func(p.clone() if inplace else p, q, *args[2:], **kwargs)
-            return out
-
-        if not self.replay:
-            y = fn(a, b)
-            self._next(name, (a, b))
-        else:
-            ref_a, ref_b = self._next(name, (a,))
-            y = _AveragedProduct.apply(a, b, ref_a, ref_b, fn)
-        assert isinstance(y, Tensor)
-        if inplace:
-            a.copy_(y)
-            return a
-        return y
 
 
 @dataclass

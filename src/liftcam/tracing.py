@@ -16,44 +16,24 @@ from typing import Any
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-ELEMENTWISE = frozenset(
-    {
-        "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_", "clip", "clip_",
-        "clamp_min", "clamp_min_", "clamp_max", "clamp_max_", "silu", "gelu", "sigmoid", "sigmoid_",
-        "tanh", "tanh_", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "celu_",
-        "hardswish", "hardsigmoid", "softplus", "mish", "softsign", "logsigmoid",
-    }
-)  # fmt: skip
-MAXPOOL = frozenset(
-    {
-        "max_pool1d", "max_pool2d", "max_pool3d",
-        "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
-    }
-)  # fmt: skip
-PRODUCT = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "matmul", "__matmul__", "mm", "bmm"})
-# Affine in the tensor arguments that depend on A: the derivative is the DeepLIFT multiplier.
-AFFINE = frozenset(
-    {
-        "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-        "linear", "batch_norm", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
-        "adaptive_avg_pool2d", "adaptive_avg_pool3d", "interpolate", "pixel_shuffle", "pixel_unshuffle",
-        "pad", "flatten", "unflatten", "view", "view_as", "reshape", "reshape_as", "permute",
-        "transpose", "t", "squeeze", "unsqueeze", "expand", "expand_as", "repeat", "contiguous", "clone",
-        "narrow", "select", "__getitem__", "__setitem__", "chunk", "split", "unbind", "cat", "concat",
-        "concatenate", "stack", "hstack", "movedim", "moveaxis", "swapaxes", "swapdims", "roll", "flip",
-        "add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__rsub__",
-        "__isub__", "subtract", "neg", "neg_", "__neg__", "__pos__", "positive", "sum", "mean",
-        "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
-        "to", "float", "type_as", "div", "div_", "__truediv__", "__itruediv__", "true_divide", "einsum",
-    }
-)  # fmt: skip
-DIVISION = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide"})
+from .rules import Kind, names_of
+
+# The sets the LRP engine and the head analyses read, from the one table of rules (``rules.py``).
+ELEMENTWISE = names_of(Kind.ELEMENTWISE)
+MAXPOOL = names_of(Kind.MAX_POOL)
+DIVISION = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide", "divide"})
+PRODUCT = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"}) | (
+    names_of(Kind.BILINEAR) - {"einsum"}
+)
+# Affine in the tensor arguments that depend on A (for division: in the numerator).
+AFFINE = names_of(Kind.AFFINE) | DIVISION | {"einsum"}
 TENSOR_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "real"})
 
 
 def supported_operations() -> list[str]:
-    """Names of the nonlinear operations the engine has a DeepLIFT rule for."""
-    return sorted(n for n in ELEMENTWISE | MAXPOOL if not n.endswith("_"))
+    """Names of the nonlinear operations the DeepLIFT engine has a rule for."""
+    nonlinear = names_of(Kind.ELEMENTWISE, Kind.MAX_POOL, Kind.REDUCE_MAX, Kind.BINARY, Kind.COMPOSITE)
+    return sorted(n for n in nonlinear if not n.endswith("_") and not n.startswith("__"))
 
 
 def op_name(func: Any) -> str:
