@@ -33,6 +33,7 @@ OPERATIONS: dict[str, Op] = {
     "std": lambda a: torch.std(a, dim=(2, 3), keepdim=True),
     "norm": lambda a: torch.norm(a, dim=1),
     "vector_norm": lambda a: torch.linalg.vector_norm(a, dim=-1),
+    "normalize": lambda a: F.normalize(a, dim=-1),
     "exp": lambda a: torch.exp(a),
     "log": lambda a: torch.log(a * a + 1),
     "sqrt": lambda a: torch.sqrt(a * a + 0.5),
@@ -93,7 +94,9 @@ def test_summation_to_delta_of_each_rule(name: str, reference: str) -> None:
     _check(OPERATIONS[name], a, r, 1e-9)
 
 
-@pytest.mark.parametrize("name", ["layer_norm(last)", "softmax(channels)", "attention", "division by A", "std"])
+@pytest.mark.parametrize(
+    "name", ["layer_norm(last)", "softmax(channels)", "attention", "division by A", "std", "normalize", "rms_norm"]
+)
 def test_summation_to_delta_in_float32(name: str) -> None:
     generator = torch.Generator().manual_seed(1)
     a, r = torch.randn(2, 4, 5, 6, generator=generator), torch.zeros(2, 4, 5, 6)
@@ -118,6 +121,7 @@ def test_every_decomposition_equals_its_operation(name: str) -> None:
         "norm": ((x, 2, 1), torch.norm),
         "vector_norm": ((x, 3, -1), torch.linalg.vector_norm),
         "linalg_vector_norm": ((x, 2, (1, 2)), torch.linalg.vector_norm),
+        "normalize": ((x, 2.0, 2), F.normalize),
         "scaled_dot_product_attention": ((x, x.flip(2), x.flip(3)), F.scaled_dot_product_attention),
     }
     if name == "multi_head_attention_forward":
@@ -194,9 +198,9 @@ class NormHeads(nn.Module):
 
 
 def test_summation_to_delta_through_norms_and_global_max_pooling() -> None:
-    """Exact in float64. In float32 a zero reference at a normalisation's input costs precision: its
-    ``rsqrt(eps)`` makes contributions far larger than the score, which cancel (the residual stays within
-    float32 rounding of what is distributed); the batch-mean reference has no such cancellation."""
+    """A zero reference at a normalisation's input makes ``rsqrt(eps)`` huge: the Shapley split of the
+    product would give two huge shares that cancel (a residual of 1e-3 in float32); the better-conditioned
+    order keeps float32 exact to its precision, and the coefficients of the size of the score."""
     torch.manual_seed(0)
     model, x = NormHeads().eval(), torch.randn(4, 3, 8, 8)
     exp = liftcam.explain(model.double(), x.double(), "body", "lift-cam")
@@ -204,7 +208,8 @@ def test_summation_to_delta_through_norms_and_global_max_pooling() -> None:
     assert exp.delta.abs().max() <= 1e-9 * max(1.0, float(exp.scores.abs().max()))
     exp = liftcam.explain(model.float(), x, "body", "lift-cam")
     assert exp.delta is not None and exp.weights is not None
-    assert (exp.delta.abs() <= 1e-6 * exp.weights.abs().sum(dim=1)).all()
+    assert exp.delta.abs().max() <= 1e-5 * max(1.0, float(exp.scores.abs().max()))
+    assert exp.weights.abs().sum(dim=1).max() < 100 * max(1.0, float(exp.scores.abs().max()))
     exp = liftcam.explain(model, x, "body", "lift-cam", reference="mean")
     assert exp.delta is not None and exp.delta.abs().max() <= 1e-5 * max(1.0, float(exp.scores.abs().max()))
 

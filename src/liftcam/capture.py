@@ -9,6 +9,10 @@ downstream of the layer, the body everything upstream. Values the head needs tha
 and passed to the head as fixed *context*. A model that ``torch.fx`` cannot trace (data-dependent
 control flow) falls back to re-running the model with the layer's output substituted by a forward hook;
 correct, but the body is recomputed at every head evaluation.
+
+A layer whose output is not channels-first maps (transformer tokens, channels-last stages) is seen as
+maps through a :class:`~liftcam.layout.MapView`: the body returns the maps, and the head turns them back
+into the layer's own layout (its other elements, such as prefix tokens, kept as context).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from .errors import HeadError, LayerError
+from .layout import MapView, Reshape, map_view
 
 SplitMode = Literal["auto", "graph", "rerun"]
 
@@ -55,7 +60,8 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
 
 
 def model_output_logits(output: Any) -> Tensor:
-    """The logits tensor of a model's output (a tensor, the first of a tuple, or ``['logits']``)."""
+    """The logits tensor of a model's output: a tensor, the first of a tuple or list, ``["logits"]`` or
+    ``["out"]`` of a dict, or ``.logits`` (Hugging Face's ``ImageClassifierOutput``)."""
     if isinstance(output, Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
@@ -65,7 +71,31 @@ def model_output_logits(output: Any) -> Tensor:
             value = output.get(key)
             if isinstance(value, Tensor):
                 return value
-    raise HeadError(f"cannot find the logits in a model output of type {type(output).__name__}")
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, dict):
+        found = f"a {type(output).__name__} with keys {', '.join(map(str, output))}"
+    elif isinstance(output, (tuple, list)):
+        found = f"a {type(output).__name__} of {len(output)} ({', '.join(type(o).__name__ for o in output[:4])})"
+    else:
+        found = f"a {type(output).__name__}"
+    raise HeadError(
+        f"cannot find the logits in the model's output ({found}); pass output= a function from the model's "
+        "output to its (B, C) logits"
+    )
+
+
+class OutputAdapter(nn.Module):
+    """``output(model(x))``: a model whose output needs reading (a detector's, a segmenter's) as logits."""
+
+    def __init__(self, model: nn.Module, output: Callable[[Any], Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.output = output
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.model(x))
 
 
 @dataclass
@@ -83,12 +113,45 @@ class Captured:
     inputs: Tensor | None = None
 
 
+class _Views:
+    """The map view of a layer's output, found once per output shape."""
+
+    def __init__(self, model: nn.Module, layer: str, reshape: Reshape | None) -> None:
+        self.model, self.layer, self.reshape = model, layer, reshape
+        self.by_shape: dict[tuple[int, ...], MapView | None] = {}
+
+    def find(self, output: Any, x: Tensor) -> MapView | None:
+        if not isinstance(output, Tensor):
+            raise LayerError(f"layer {self.layer!r} outputs a {type(output).__name__}, not a tensor")
+        key = tuple(output.shape[1:])
+        if key not in self.by_shape:
+            with torch.inference_mode(False):  # the index map is used by the head, under autograd
+                self.by_shape[key] = map_view(output, tuple(x.shape[2:]), self.model, self.layer, self.reshape)
+        return self.by_shape[key]
+
+    def maps(self, output: Any, x: Tensor) -> tuple[Tensor, tuple[Any, ...]]:
+        """The maps, and what the head needs besides them to rebuild the output (the output itself)."""
+        view = self.find(output, x)
+        if view is None:
+            return _check_activations(output, self.layer), ()
+        return _check_activations(view.to_maps(output), self.layer), (output,)
+
+    def output(self, activations: Tensor, extra: tuple[Any, ...]) -> Tensor:
+        if not extra:
+            return activations
+        (original,) = extra
+        view = self.by_shape[tuple(original.shape[1:])]
+        assert view is not None
+        return view.from_maps(activations, original)
+
+
 class SplitModel(Protocol):
     """A model cut at ``layer``: ``body`` runs up to the layer, ``head`` from the layer on."""
 
     layer: str
     module: nn.Module
     mode: Literal["graph", "rerun"]
+    view: MapView | None
 
     def body(self, x: Tensor) -> Captured: ...
 
@@ -125,9 +188,12 @@ class GraphSplit:
 
     mode: Literal["graph", "rerun"] = "graph"
 
-    def __init__(self, model: nn.Module, layer: str, module: nn.Module) -> None:
+    def __init__(self, model: nn.Module, layer: str, module: nn.Module, reshape: Reshape | None = None) -> None:
         self.layer = layer
         self.module = module
+        self._views = _Views(model, layer, reshape)
+        self.view: MapView | None = None
+        self._extra = 0
         tracer = _LeafTracer(module)
         graph = tracer.trace(model)
         qualname = tracer.path_of_module(module)
@@ -174,13 +240,18 @@ class GraphSplit:
         self._head = torch.fx.GraphModule(model, head_graph, class_name="Head")
 
     def body(self, x: Tensor) -> Captured:
-        activations, *context = self._body(x)
-        return Captured(_check_activations(activations, self.layer), tuple(context), tuple(x.shape[2:]), x)
+        output, *context = self._body(x)
+        activations, extra = self._views.maps(output, x)
+        self.view = self._views.find(output, x)
+        self._extra = len(extra)
+        return Captured(activations, (*context, *extra), tuple(x.shape[2:]), x)
 
     def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
+        extra = context[len(context) - self._extra :] if self._extra else ()
+        context = context[: len(context) - self._extra]
         # Context tensors are cloned: a head may update them in place (``out += identity``).
         fresh = tuple(c.clone() if isinstance(c, Tensor) else c for c in context)
-        return model_output_logits(self._head(activations, *fresh))
+        return model_output_logits(self._head(self._views.output(activations, extra), *fresh))
 
 
 def _lookup(node: torch.fx.Node, env: dict[torch.fx.Node, torch.fx.Node], graph: torch.fx.Graph) -> torch.fx.Node:
@@ -202,10 +273,12 @@ class RerunSplit:
 
     mode: Literal["graph", "rerun"] = "rerun"
 
-    def __init__(self, model: nn.Module, layer: str, module: nn.Module) -> None:
+    def __init__(self, model: nn.Module, layer: str, module: nn.Module, reshape: Reshape | None = None) -> None:
         self.layer = layer
         self.module = module
         self._model = model
+        self._views = _Views(model, layer, reshape)
+        self.view: MapView | None = None
 
     def body(self, x: Tensor) -> Captured:
         captured: list[Tensor] = []
@@ -223,10 +296,12 @@ class RerunSplit:
             handle.remove()
         if not captured:
             raise LayerError(f"layer {self.layer!r} is never called in the model's forward")
-        return Captured(_check_activations(captured[0], self.layer), (x,), tuple(x.shape[2:]), x)
+        activations, extra = self._views.maps(captured[0], x)
+        self.view = self._views.find(captured[0], x)
+        return Captured(activations, (x, *extra), tuple(x.shape[2:]), x)
 
     def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
-        (x,) = context
+        x, *extra = context
         grad_enabled = torch.is_grad_enabled()
         calls = 0
 
@@ -234,7 +309,7 @@ class RerunSplit:
             nonlocal calls
             calls += 1
             torch.set_grad_enabled(grad_enabled)
-            return activations
+            return self._views.output(activations, tuple(extra))
 
         handle = self.module.register_forward_hook(hook)
         try:
@@ -258,13 +333,17 @@ def _check_activations(activations: Any, layer: str) -> Tensor:
     return activations
 
 
-def split_model(model: nn.Module, layer: str | nn.Module, mode: SplitMode = "auto") -> SplitModel:
-    """Cut ``model`` at ``layer``; ``mode="auto"`` uses the graph split, else the re-run fallback."""
+def split_model(
+    model: nn.Module, layer: str | nn.Module, mode: SplitMode = "auto", reshape: Reshape | None = None
+) -> SplitModel:
+    """Cut ``model`` at ``layer``; ``mode="auto"`` uses the graph split, else the re-run fallback.
+    ``reshape`` says how the layer's output maps to ``(B, K, h, w)`` (found automatically for tokens and
+    channels-last outputs)."""
     name, module = resolve_layer(model, layer)
     if mode == "rerun":
-        return RerunSplit(model, name, module)
+        return RerunSplit(model, name, module, reshape)
     try:
-        return GraphSplit(model, name, module)
+        return GraphSplit(model, name, module, reshape)
     except LayerError:
         raise
     except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
@@ -275,4 +354,4 @@ def split_model(model: nn.Module, layer: str | nn.Module, mode: SplitMode = "aut
             "the head is evaluated by re-running the model with the layer's output substituted",
             stacklevel=3,
         )
-        return RerunSplit(model, name, module)
+        return RerunSplit(model, name, module, reshape)

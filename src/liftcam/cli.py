@@ -411,6 +411,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     for info in candidate_layers(loaded.model, loaded.preprocessing.crop):
         mark = "  <- default" if info.name == loaded.default_layer else ""
         reused = f"  (called {info.calls}x: not explainable)" if info.calls > 1 else ""
+        reused += f"  [{info.layout}]" if info.layout != "maps" else ""
         shape = " x ".join(str(s) for s in info.shape)
         print(f"{info.name:40s} {info.kind:28s} {shape:20s}{mark}{reused}")
     return 0

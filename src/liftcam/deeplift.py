@@ -153,9 +153,19 @@ def _secant(change: Tensor, delta: Tensor, slope: Tensor) -> Tensor:
     return torch.where(ok, change / torch.where(ok, delta, torch.ones_like(delta)), slope)
 
 
+#: Largest ``(|C_a| + |C_b|) / |f(a,b) - f(a',b')|`` of the Shapley split before a better-conditioned order is
+#: taken: beyond it the two shares cancel and float32 loses more than two digits of the difference.
+CANCELLATION = 100.0
+
+
 class _ShapleyPair(torch.autograd.Function):
     """``y = f(a, b)`` elementwise (broadcasting); backward: the Shapley split of the two players,
-    ``C_a = ((f(a,b) - f(a',b)) + (f(a,b') - f(a',b'))) / 2``, ``C_b`` likewise, as multipliers ``C / delta``."""
+    ``C_a = ((f(a,b) - f(a',b)) + (f(a,b') - f(a',b'))) / 2``, ``C_b`` likewise, as multipliers ``C / delta``.
+
+    Where the reference makes a corner value huge (a normalisation's ``rsqrt(eps)`` at a zero reference,
+    division by a reference near 0), the two shares are huge and cancel; there, per element, the split of
+    the one order of the players (``a`` then ``b``, or ``b`` then ``a``) with the smaller shares is used.
+    Every one of these splits is exact: ``C_a + C_b = f(a,b) - f(a',b')``."""
 
     @staticmethod
     def forward(
@@ -166,6 +176,18 @@ class _ShapleyPair(torch.autograd.Function):
             y, y_rb, y_ab, y_rr = fn(a0, b0), fn(ref_a, b0), fn(a0, ref_b), fn(ref_a, ref_b)
             share_a = ((y - y_rb) + (y_ab - y_rr)) / 2
             share_b = ((y - y_ab) + (y_rb - y_rr)) / 2
+            # the two orders: a first (C_a = f(a,b') - f(a',b')), b first (C_a = f(a,b) - f(a',b))
+            first_a, then_b = y_ab - y_rr, y - y_ab
+            then_a, first_b = y - y_rb, y_rb - y_rr
+            delta = (y - y_rr).abs()
+            mass = share_a.abs() + share_b.abs()
+            mass_ab = torch.nan_to_num(first_a.abs() + then_b.abs(), nan=torch.inf)
+            mass_ba = torch.nan_to_num(then_a.abs() + first_b.abs(), nan=torch.inf)
+            tiny = torch.finfo(y.dtype).tiny
+            shapley_ok = torch.isfinite(mass) & (mass <= CANCELLATION * delta + tiny)
+            pick_ab = mass_ab <= mass_ba
+            share_a = torch.where(shapley_ok, share_a, torch.where(pick_ab, first_a, then_a))
+            share_b = torch.where(shapley_ok, share_b, torch.where(pick_ab, then_b, first_b))
             da, db = (a0 - ref_a).expand_as(y), (b0 - ref_b).expand_as(y)
         m_a = _secant(share_a, da, _elementwise_slope(fn, a0, b0, 0))
         m_b = _secant(share_b, db, _elementwise_slope(fn, a0, b0, 1))

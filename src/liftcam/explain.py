@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
 
-from .capture import Captured, SplitMode, split_model
+from .capture import Captured, OutputAdapter, SplitMode, resolve_layer, split_model
 from .deeplift import paired_pass
 from .errors import HeadError, LiftCamError
 from .head import DEFAULT_MEMORY_BYTES, HeadEvaluator
+from .layout import Reshape
 from .linear_head import linear_head_weight
 from .lrp import lrp_relevance
 from .maps import normalized_maps
@@ -77,18 +78,38 @@ class Explainer:
     """A model cut at a layer, ready to explain batches (the split is made once, here).
 
     Args:
-        model: any PyTorch CNN; its train/eval mode is the caller's.
-        layer: the target layer, a dotted name as in ``model.named_modules()`` or the module.
+        model: any PyTorch CNN or vision transformer; its train/eval mode is the caller's.
+        layer: the target layer, a dotted name as in ``model.named_modules()`` or the module; None picks
+            one (:func:`liftcam.models.guess_layer`).
         split_mode: ``"auto"`` (torch.fx graph split, else re-running the model), ``"graph"`` or
             ``"rerun"``.
         lrp_epsilon: the epsilon of ``lrp-cam``'s rule (captum's default, as the official code).
+        output: a function from the model's output to its (B, C) logits, for outputs that are not a tensor,
+            a tuple (the first element), a dict with ``"logits"`` or ``"out"``, or an object with ``.logits``.
+        reshape: how the layer's output becomes maps ``(B, K, h, w)``, a callable as pytorch-grad-cam's
+            ``reshape_transform`` that only selects and rearranges elements. Not needed for transformer
+            tokens (prefix tokens and the patch grid are found from the model or the input) and
+            channels-last outputs: see :mod:`liftcam.layout`.
     """
 
     def __init__(
-        self, model: nn.Module, layer: str | nn.Module, *, split_mode: SplitMode = "auto", lrp_epsilon: float = 1e-9
+        self,
+        model: nn.Module,
+        layer: str | nn.Module | None = None,
+        *,
+        split_mode: SplitMode = "auto",
+        lrp_epsilon: float = 1e-9,
+        reshape: Reshape | None = None,
+        output: Callable[[Any], Tensor] | None = None,
     ) -> None:
-        self.model = model
-        self.split = split_model(model, layer, split_mode)
+        if layer is None:
+            from .models import guess_layer
+
+            layer = guess_layer(model)
+        name, module = resolve_layer(model, layer)
+        self.model = model if output is None else OutputAdapter(model, output)
+        self.split = split_model(self.model, module, split_mode, reshape)
+        self.split.layer = name
         self.lrp_epsilon = lrp_epsilon
 
     @property

@@ -22,7 +22,8 @@ import torchvision
 from torch import Tensor, nn
 
 from .data.images import Preprocessing
-from .errors import ModelError
+from .errors import LayerError, ModelError
+from .layout import map_view, prefix_tokens
 
 LITE0 = "efficientnet-lite0"
 LITE0_LAST_BLOCK = "features.16"  # last MBConv block: 320 x 7 x 7, nonlinear head
@@ -206,9 +207,15 @@ def _num_classes(model: nn.Module) -> int | None:
 
 
 def default_layer(name: str, model: Any) -> str:
-    """The layer explained by default: the last convolutional stage before the classifier."""
+    """The layer explained by default: the last convolutional stage before the classifier; for a vision
+    transformer, the residual stream after the last-but-one block (the head is then one block, the final
+    norm and the classifier)."""
     if name == LITE0:
         return LITE0_FINAL_CONV
+    if name.startswith("vit_"):
+        return f"encoder.layers.encoder_layer_{len(model.encoder.layers) - 2}"
+    if name.startswith(("swin", "maxvit")):
+        return f"features.{len(model.features) - 1}" if name.startswith("swin") else f"blocks.{len(model.blocks) - 1}"
     if name.startswith(("resnet", "resnext", "wide_resnet")):
         return "layer4"
     if name.startswith("vgg") or name == "alexnet":
@@ -226,20 +233,39 @@ def default_layer(name: str, model: Any) -> str:
     for prefix, layer in prefixes.items():
         if name.startswith(prefix):
             return layer
-    candidates = [c for c in candidate_layers(model) if c.calls == 1 and min(c.shape[1:]) > 1]
+    return guess_layer(model, name)
+
+
+def guess_layer(model: nn.Module, name: str | None = None, input_size: int = 224) -> str:
+    """A sensible layer of any model (timm's, a user's): for a transformer with ``blocks``, the output of
+    the last-but-one block; for a model with ``stages``, the last stage; else the last module with
+    spatial maps that is called once."""
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) >= 2 and prefix_tokens(model) is not None:
+        return f"blocks.{len(blocks) - 2}"
+    stages = getattr(model, "stages", None)
+    if isinstance(stages, nn.Sequential | nn.ModuleList) and len(stages) > 0:
+        return f"stages.{len(stages) - 1}"
+    candidates = [c for c in candidate_layers(model, input_size) if c.calls == 1 and c.spatial]
     if not candidates:
-        raise ModelError(f"{name} has no layer with spatial maps")
+        raise ModelError(f"{name or type(model).__name__} has no layer with spatial maps")
     return candidates[-1].name
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A module whose output is a (B, K, h, w) tensor, in the order its call completes."""
+    """A module whose output can be seen as maps, in the order its call completes."""
 
     name: str
     kind: str
-    shape: tuple[int, ...]  # (K, h, w)
+    shape: tuple[int, ...]  # the output's shape without the batch: (K, h, w), (N, D) tokens, (h, w, C)
     calls: int
+    layout: str = "maps"  # "maps", or how the output is seen as maps (tokens, channels-last)
+
+    @property
+    def spatial(self) -> bool:
+        """More than one position in each spatial dimension (a 1 x 1 output is not a map)."""
+        return self.layout != "maps" or min(self.shape[1:]) > 1
 
 
 def candidate_layers(model: nn.Module, input_size: int = 224) -> list[LayerInfo]:
@@ -249,10 +275,16 @@ def candidate_layers(model: nn.Module, input_size: int = 224) -> list[LayerInfo]
 
     def record(name: str) -> Any:
         def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
-            if isinstance(output, Tensor) and output.dim() == 4:
-                calls = seen[name].calls + 1 if name in seen else 1
-                seen.pop(name, None)
-                seen[name] = LayerInfo(name, type(module).__name__, tuple(output.shape[1:]), calls)
+            if not isinstance(output, Tensor) or output.dim() not in (3, 4):
+                return
+            try:
+                view = map_view(output, (input_size, input_size), model, name)
+            except LayerError:
+                return
+            calls = seen[name].calls + 1 if name in seen else 1
+            seen.pop(name, None)
+            layout = "maps" if view is None else view.description
+            seen[name] = LayerInfo(name, type(module).__name__, tuple(output.shape[1:]), calls, layout)
 
         return hook
 

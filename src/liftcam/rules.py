@@ -192,6 +192,10 @@ def vector_norm(input: Tensor, ord: Any = 2, dim: Any = None, keepdim: bool = Fa
     return norm(input, ord, dim, keepdim)
 
 
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Any = None) -> Tensor:
+    return input / norm(input, p, dim, keepdim=True).clamp_min(eps)
+
+
 def scaled_dot_product_attention(
     query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
     is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
@@ -264,7 +268,7 @@ _AFFINE = (
     "__isub__", "subtract", "neg", "neg_", "__neg__", "__pos__", "positive", "sum", "mean",
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
     "to", "float", "type_as", "masked_fill", "tril", "triu", "cumsum", "index_select", "gather", "take_along_dim",
-    "diagonal", "tile", "unfold", "fold",
+    "diagonal", "tile", "unfold", "fold", "scatter",
 )  # fmt: skip
 _ELEMENTWISE = (
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_", "clip", "clip_",
@@ -300,6 +304,7 @@ _COMPOSITE: dict[str, Callable[..., Any]] = {
     "norm": norm,
     "vector_norm": vector_norm,
     "linalg_vector_norm": vector_norm,
+    "normalize": normalize,
     "scaled_dot_product_attention": scaled_dot_product_attention,
     "multi_head_attention_forward": multi_head_attention_forward,
 }
