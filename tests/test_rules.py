@@ -140,33 +140,38 @@ def test_every_decomposition_equals_its_operation(name: str) -> None:
     torch.testing.assert_close(rule.decompose(*args), reference(*args))
 
 
+class EncoderBlock(nn.Module):
+    """A torchvision-style pre-norm block: LayerNorm, multi-head attention, LayerNorm, GELU MLP."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        y = self.norm1(tokens)
+        tokens = tokens + self.attention(y, y, y, need_weights=False)[0]
+        return tokens + self.mlp(self.norm2(tokens))
+
+
 class TinyViT(nn.Module):
-    """Patch embedding, two torchvision-style encoder blocks (LayerNorm, multi-head attention, GELU MLP), a
-    class token, the final LayerNorm and a linear classifier."""
+    """Patch embedding, two encoder blocks, a class token, the final LayerNorm and a linear classifier."""
 
     def __init__(self, dim: int = 8, heads: int = 2, classes: int = 3) -> None:
         super().__init__()
         self.patch = nn.Conv2d(3, dim, 4, stride=4)
         self.cls = nn.Parameter(torch.randn(1, 1, dim))
-        self.blocks = nn.ModuleList()
-        for _ in range(2):
-            block = nn.Module()
-            block.norm1 = nn.LayerNorm(dim)
-            block.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
-            block.norm2 = nn.LayerNorm(dim)
-            block.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-            self.blocks.append(block)
+        self.blocks = nn.Sequential(EncoderBlock(dim, heads), EncoderBlock(dim, heads))
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, classes)
+        self.num_prefix_tokens = 1
 
     def forward(self, x: Tensor) -> Tensor:
         maps = self.patch(x)
         tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), maps.flatten(2).transpose(1, 2)], dim=1)
-        for block in self.blocks:
-            y = block.norm1(tokens)
-            tokens = tokens + block.attention(y, y, y, need_weights=False)[0]
-            tokens = tokens + block.mlp(block.norm2(tokens))
-        return self.fc(self.norm(tokens)[:, 0])
+        return self.fc(self.norm(self.blocks(tokens))[:, 0])
 
 
 @pytest.mark.parametrize("reference", ["zeros", "mean"])
@@ -218,3 +223,52 @@ def test_training_mode_batch_norm_is_refused() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 36, 3)).train()
     with pytest.raises(HeadError, match="training mode"):
         liftcam.explain(model, torch.randn(2, 3, 8, 8), "0", "lift-cam")
+
+
+# --- LRP (AttnLRP's rules) -------------------------------------------------------------------------
+
+
+def _lrp(head: Callable[[Tensor], Tensor], a: Tensor) -> tuple[Tensor, Tensor]:
+    from liftcam.lrp import lrp_relevance
+
+    logits, relevance = lrp_relevance(head, a, lambda lg: lg[:, 0], epsilon=1e-12)
+    return logits[:, 0], relevance
+
+
+def test_lrp_uniform_rule_splits_a_product_in_halves_and_conserves() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    fc = nn.Linear(36, 1, bias=False).double()
+    score, relevance = _lrp(lambda t: fc((t * t.flip(1)).flatten(1)), a)
+    # epsilon rule at the bias-free linear layer conserves, the uniform rule gives each factor half
+    torch.testing.assert_close(relevance.flatten(1).sum(1), score)
+    z = (a * a.flip(1)).flatten(1)
+    r_z = z * fc.weight[0]
+    expected = (r_z / 2).view_as(a) + (r_z / 2).view_as(a).flip(1)
+    torch.testing.assert_close(relevance, expected)
+
+
+def test_lrp_softmax_rule() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(2, 6, dtype=torch.float64).view(2, 6, 1, 1)
+    fc = nn.Linear(6, 1, bias=False).double()
+    _, relevance = _lrp(lambda t: fc(F.softmax(t.flatten(1), dim=1)), a)
+    x = a.flatten(1)
+    y = F.softmax(x, dim=1)
+    r_y = y * fc.weight[0]
+    torch.testing.assert_close(relevance.flatten(1), x * (r_y - y * r_y.sum(1, keepdim=True)))
+
+
+def test_lrp_layer_norm_holds_the_standard_deviation_constant() -> None:
+    torch.manual_seed(0)
+    a = torch.randn(2, 8, 1, 1, dtype=torch.float64)
+    fc = nn.Linear(8, 1, bias=False).double()
+    _, relevance = _lrp(lambda t: fc(F.layer_norm(t.flatten(1), (8,))), a)
+    x = a.flatten(1)
+    scale = torch.rsqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
+    y = (x - x.mean(1, keepdim=True)) * scale
+    r_y = y * fc.weight[0]  # the linear layer's epsilon rule
+    # the centring-and-scaling map is linear: R_x = x * J^T (R_y / y)
+    share = r_y / y
+    expected = x * (share - share.mean(1, keepdim=True)) * scale
+    torch.testing.assert_close(relevance.flatten(1), expected)

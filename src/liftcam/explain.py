@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
@@ -18,6 +19,7 @@ from .linear_head import linear_head_weight
 from .lrp import lrp_relevance
 from .maps import normalized_maps
 from .methods import CamMethod, MethodInputs, Need, get_method
+from .rules import Decomposed
 from .targets import Targets, resolve_targets, target_scores
 
 Reference = Literal["zeros", "mean"] | Tensor | None
@@ -205,7 +207,9 @@ class Explainer:
         gradients = hessian_vector = multipliers = relevance = reference_scores = weight = None
         if needs & {Need.GRADIENTS, Need.HESSIAN}:
             leaf = a.detach().requires_grad_(True)
-            with torch.enable_grad():
+            # fused attention has no second derivative: the Hessian pass runs its decomposition
+            decomposed = Decomposed() if Need.HESSIAN in needs else contextlib.nullcontext()
+            with torch.enable_grad(), decomposed:
                 logits = head(leaf.clone())
                 classes = resolve_targets(targets, logits.detach())
                 scores = target_scores(targets, classes, logits)

@@ -61,7 +61,8 @@ def _from_reshape(reshape: Reshape, sample_shape: tuple[int, ...], description: 
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise LayerError(f"the reshape must turn the layer's output into maps (B, K, h, w), not {shape}")
     index = out.reshape(-1)
-    if not bool((index == index.round()).all()) or torch.unique(index).numel() != index.numel():
+    inside = bool(((index >= 0) & (index < math.prod(sample_shape))).all())
+    if not inside or not bool((index == index.round()).all()) or torch.unique(index).numel() != index.numel():
         raise LayerError("the reshape must only select and rearrange the layer's elements (no arithmetic)")
     return MapView(index.long(), tuple(out.shape[1:]), description)
 

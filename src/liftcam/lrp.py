@@ -9,6 +9,17 @@ through the head as a modified gradient, following captum's LRP:
 * elementwise nonlinearities (ReLU, Tanh, ...): relevance passes unchanged;
 * reshaping, dropout in eval mode, and other affine calls: their ordinary backward.
 
+For transformers, the rules of AttnLRP (Achtibat et al., ICML 2024), read from the same table
+(``rules.py``) as DeepLIFT's:
+
+* normalisations (LayerNorm, GroupNorm, RMSNorm, InstanceNorm, ``normalize``): the standard deviation (or
+  norm) held constant, so the layer is linear and takes the epsilon rule;
+* a product of two functions of ``A`` (``q @ k^T``, attention weights times values, ``a * b``): the
+  uniform rule, each operand the epsilon-rule relevance with the other held constant, halved;
+* softmax: ``R_x = x (R_y - y sum R_y)``;
+* attention (``scaled_dot_product_attention``, multi-head attention): decomposed into those;
+* max/min over a dimension: the epsilon rule (all relevance to the arg-max).
+
 The relevance of ``A`` is what arrives at the head's input. Calls are intercepted with a
 :class:`~torch.overrides.TorchFunctionMode`, as for DeepLIFT, so modules, functions and tensor
 methods are all seen; an operation with no rule raises an error naming it.
@@ -23,6 +34,7 @@ import torch
 from torch import Tensor
 
 from .errors import HeadError, UnsupportedOperationError
+from .rules import Kind, rule_for
 from .tracing import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, DependencyMode, iter_tensors, supported_operations
 
 #: Calls to which the epsilon rule applies (captum's layers with rules).
@@ -89,6 +101,97 @@ def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
     return t
 
 
+class _UniformProduct(torch.autograd.Function):
+    """``z = f(a, b)`` bilinear: ``R_a = a * J_a^T (R_z / z) / 2``, ``R_b`` likewise (AttnLRP's uniform rule)."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, fn: Callable[[Tensor, Tensor], Tensor], epsilon: float) -> Tensor:
+        ctx.fn, ctx.epsilon = fn, epsilon
+        ctx.save_for_backward(a.detach(), b.detach())
+        with torch.no_grad():
+            return fn(a.detach(), b.detach())
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, ...]:
+        a, b = ctx.saved_tensors
+        with torch.enable_grad():
+            ad, bd = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+            z = ctx.fn(ad, bd)
+            ca, cb = torch.autograd.grad(z, (ad, bd), relevance / _stabilised(z.detach(), ctx.epsilon))
+        return a * ca / 2, b * cb / 2, None, None
+
+
+class _SoftmaxRule(torch.autograd.Function):
+    """``y = softmax(x)`` along ``dim``: ``R_x = x (R_y - y sum R_y)`` (AttnLRP)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, dim: int) -> Tensor:
+        y = torch.softmax(x.detach(), dim=dim)
+        ctx.dim = dim
+        ctx.save_for_backward(x.detach(), y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, ...]:
+        x, y = ctx.saved_tensors
+        return x * (relevance - y * relevance.sum(dim=ctx.dim, keepdim=True)), None
+
+
+def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name: str, default: Any) -> Any:
+    return args[position] if len(args) > position else kwargs.get(name, default)
+
+
+def _per_channel(t: Tensor | None, like: Tensor) -> Tensor | None:
+    return None if t is None else t.reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    y = y * weight if weight is not None else y
+    return y + bias if bias is not None else y
+
+
+def _frozen_normalisation(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[Tensor], Tensor]:
+    """The normalisation as a linear function of its input: the actual input's standard deviation (or norm)
+    held constant (AttnLRP)."""
+    x: Tensor = args[0].detach()
+    if name in ("layer_norm", "rms_norm"):
+        shape = _argument(args, kwargs, 1, "normalized_shape", None)
+        dims = tuple(range(x.dim() - (1 if isinstance(shape, int) else len(shape)), x.dim()))
+        weight = _argument(args, kwargs, 2, "weight", None)
+        if name == "rms_norm":
+            eps = _argument(args, kwargs, 3, "eps", None)
+            eps = torch.finfo(x.dtype).eps if eps is None else eps
+            scale = torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + eps)
+            return lambda t: _affine(t * scale, weight, None)
+        bias, eps = _argument(args, kwargs, 3, "bias", None), _argument(args, kwargs, 4, "eps", 1e-5)
+        scale = torch.rsqrt(x.var(dim=dims, keepdim=True, unbiased=False) + eps)
+        return lambda t: _affine((t - t.mean(dim=dims, keepdim=True)) * scale, weight, bias)
+    if name in ("group_norm", "instance_norm"):
+        if name == "group_norm":
+            groups = _argument(args, kwargs, 1, "num_groups", 1)
+            weight, bias = _argument(args, kwargs, 2, "weight", None), _argument(args, kwargs, 3, "bias", None)
+            eps = _argument(args, kwargs, 4, "eps", 1e-5)
+        else:
+            groups = x.shape[1]
+            weight, bias = _argument(args, kwargs, 3, "weight", None), _argument(args, kwargs, 4, "bias", None)
+            eps = _argument(args, kwargs, 7, "eps", 1e-5)
+        scale = torch.rsqrt(x.reshape(x.shape[0], groups, -1).var(dim=2, keepdim=True, unbiased=False) + eps)
+
+        def grouped(t: Tensor) -> Tensor:
+            tg = t.reshape(t.shape[0], groups, -1)
+            y = ((tg - tg.mean(dim=2, keepdim=True)) * scale).reshape(t.shape)
+            return _affine(y, _per_channel(weight, t), _per_channel(bias, t))
+
+        return grouped
+    # normalize: x / max(||x||_p, eps)
+    p, dim, eps = _argument(args, kwargs, 1, "p", 2.0), _argument(args, kwargs, 2, "dim", 1), kwargs.get("eps", 1e-12)
+    divisor = torch.linalg.vector_norm(x, ord=p, dim=dim, keepdim=True).clamp_min(eps)
+    return lambda t: t / divisor
+
+
+_NORMALISATIONS = frozenset({"layer_norm", "rms_norm", "group_norm", "instance_norm", "normalize"})
+
+
 class _PassRelevance(torch.autograd.Function):
     """An elementwise nonlinearity: relevance passes through unchanged."""
 
@@ -110,7 +213,26 @@ class _LrpMode(DependencyMode):
 
     def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         inplace = name.startswith("__i") or (name.endswith("_") and not name.endswith("__")) or kwargs.get("inplace")
-        if name in EPSILON_RULE and isinstance(args[0], Tensor) and self.depends(args[0]):
+        rule = rule_for(name)
+        kind = rule.kind if rule is not None else None
+        two = len(args) >= 2 and self.depends(args[0]) and self.depends(args[1])
+        if name in _NORMALISATIONS and isinstance(args[0], Tensor) and self.depends(args[0]):
+            out = _EpsilonRule.apply(args[0], _frozen_normalisation(name, args, kwargs), self.epsilon)
+        elif name == "softmax" and isinstance(args[0], Tensor):
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", -1)
+            out = _SoftmaxRule.apply(args[0], -1 if dim is None else int(dim))
+        elif name in ("scaled_dot_product_attention", "multi_head_attention_forward") and rule is not None:
+            assert rule.decompose is not None
+            with self:  # products and softmax, each with its rule
+                out = rule.decompose(*args, **kwargs)
+        elif name in ("amax", "amin") and isinstance(args[0], Tensor):
+            out = _EpsilonRule.apply(args[0], lambda t: func(t, *args[1:], **kwargs), self.epsilon)
+        elif two and (kind is Kind.BILINEAR or name in ("mul", "__mul__", "__rmul__", "multiply")):
+            rest = args[2:]
+            if name == "einsum":
+                raise UnsupportedOperationError(f"LRP has no rule for einsum in the head after layer {self.layer!r}")
+            out = _UniformProduct.apply(args[0], args[1], lambda p, q: func(p, q, *rest, **kwargs), self.epsilon)
+        elif name in EPSILON_RULE and isinstance(args[0], Tensor) and self.depends(args[0]):
             out = _EpsilonRule.apply(args[0], lambda t: func(t, *args[1:], **kwargs), self.epsilon)
         elif name in ELEMENTWISE and isinstance(args[0], Tensor):
             rest = args[1:]

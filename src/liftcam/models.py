@@ -243,6 +243,9 @@ def guess_layer(model: nn.Module, name: str | None = None, input_size: int = 224
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) >= 2 and prefix_tokens(model) is not None:
         return f"blocks.{len(blocks) - 2}"
+    layers = getattr(getattr(model, "encoder", None), "layers", None)  # torchvision's ViT
+    if isinstance(layers, nn.Sequential) and len(layers) >= 2 and prefix_tokens(model) is not None:
+        return f"encoder.layers.{list(dict(layers.named_children()))[-2]}"
     stages = getattr(model, "stages", None)
     if isinstance(stages, nn.Sequential | nn.ModuleList) and len(stages) > 0:
         return f"stages.{len(stages) - 1}"

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 
 class Kind(Enum):
@@ -319,6 +320,28 @@ RULES: dict[str, Rule] = {
     **{name: Rule(Kind.BINARY, affine_in=positions) for name, positions in _BINARY.items()},
     **{name: Rule(Kind.COMPOSITE, decompose=fn) for name, fn in _COMPOSITE.items()},
 }
+
+
+class Decomposed(TorchFunctionMode):
+    """Runs the operations ``names`` as their decompositions (e.g. the fused attention kernels, which have
+    no second derivative, for Shapley-CAM's Hessian-vector product)."""
+
+    def __init__(
+        self, names: frozenset[str] = frozenset({"scaled_dot_product_attention", "multi_head_attention_forward"})
+    ) -> None:
+        super().__init__()
+        self.names = names
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        decompose = RULES[name].decompose if name in self.names else None
+        if decompose is None:
+            return func(*args, **kwargs)
+        with self:
+            return decompose(*args, **kwargs)
 
 
 def rule_for(name: str) -> Rule | None:
