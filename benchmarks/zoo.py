@@ -58,9 +58,7 @@ def _models(source: str, only: list[str]) -> list[tuple[str, str]]:
 def _build(source: str, name: str, size: int) -> tuple[nn.Module, str, int]:
     if source == "torchvision":
         model = torchvision.models.get_model(name, weights=None)
-        size = 299 if name == "inception_v3" else size
-        if name.startswith("vit_h_14"):
-            size = 518
+        size = 299 if name == "inception_v3" else int(getattr(model, "image_size", size))
         layer = default_layer(name, model)
     else:
         import timm
