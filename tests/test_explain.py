@@ -114,8 +114,8 @@ def test_layer_as_module_and_layer_errors() -> None:
     by_name = liftcam.explain(model, x, "layer4", "grad-cam")
     assert by_module.layer == "layer4"
     torch.testing.assert_close(by_module.maps, by_name.maps)
-    with pytest.raises(LayerError, match="called 2 times"):
-        liftcam.explain(model, x, "layer4.1.relu")  # ResNet blocks reuse their ReLU
+    with pytest.raises(LayerError, match="called 2 times in the forward pass; pick a call from 1 to 2"):
+        liftcam.explain(model, x, "layer4.1.relu#3")  # ResNet blocks reuse their ReLU
     with pytest.raises(LayerError, match="not spatial maps"):
         liftcam.explain(model, x, "fc")
     with pytest.raises(LayerError, match="not a submodule"):

@@ -233,3 +233,39 @@ def test_every_reference_pass_is_finite_on_a_zero_reference_at_a_layer_norm() ->
         exp = liftcam.explain(model, x, layer, "lift-cam", reference=reference)
         assert exp.weights is not None and torch.isfinite(exp.weights).all()
         assert exp.delta is not None and exp.delta.abs().max() <= 1e-5 * max(1.0, float(exp.scores.abs().max()))
+
+
+@pytest.mark.parametrize("split_mode", ["graph", "rerun"])
+def test_a_module_called_twice_is_cut_at_the_call_asked_for(split_mode: str) -> None:
+    """ResNet's blocks call their ReLU twice: the post-activation maps inside the block are the first call,
+    the block's output the second."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(2, 3, 64, 64)
+    block = model.layer4[1]
+    with torch.no_grad():
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        inside = torch.relu(block.bn1(block.conv1(model.layer4[0](model.layer3(model.layer2(model.layer1(stem)))))))
+    first = liftcam.Explainer(model, "layer4.1.relu", split_mode=split_mode)  # type: ignore[arg-type]
+    captured = first.capture(x)
+    torch.testing.assert_close(captured.activations, inside)
+    exp = first.explain_captured(captured, ["lift-cam"])["lift-cam"]
+    assert exp.layer == "layer4.1.relu" and exp.delta is not None and exp.delta.abs().max() < 1e-5
+    second = liftcam.Explainer(model, "layer4.1.relu#2", split_mode=split_mode)(x, "grad-cam")  # type: ignore[arg-type]
+    assert second.layer == "layer4.1.relu#2"
+    torch.testing.assert_close(second.maps, liftcam.explain(model, x, "layer4.1", "grad-cam").maps)
+
+
+def test_the_default_call_equals_pytorch_grad_cam_hooks() -> None:
+    """pytorch-grad-cam 1.5 pairs a reused module's first activations with the first gradients."""
+    pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(2, 3, 64, 64)
+    ours = liftcam.explain(model, x, "layer3.1.relu", "grad-cam")
+    targets = [ClassifierOutputTarget(int(t)) for t in ours.targets]
+    with pytorch_grad_cam.GradCAM(model=model, target_layers=[model.layer3[1].relu]) as cam:
+        peer = minmax(torch.from_numpy(cam(input_tensor=x, targets=targets)))
+    assert (ours.maps - peer).abs().max() < 2e-3

@@ -183,12 +183,43 @@ def _reachable(
     return seen
 
 
+def parse_call(layer: str | nn.Module) -> tuple[str | nn.Module, int | None]:
+    """``"name#k"`` -> ``("name", k)`` (the k-th call of a module called several times, from 1); else no call."""
+    if isinstance(layer, str) and "#" in layer:
+        name, _, number = layer.rpartition("#")
+        if not number.isdigit() or int(number) < 1:
+            raise LayerError(f"layer {layer!r}: the call after '#' must be a number from 1")
+        return name, int(number)
+    return layer, None
+
+
+def _pick_call(layer: str, calls: int, call: int | None) -> int:
+    """The index (from 0) of the call explained: the given one, or the first (pytorch-grad-cam 1.5 pairs the
+    first call's activations with the first call's gradients)."""
+    if calls == 0:
+        raise LayerError(f"layer {layer!r} is never called in the model's forward")
+    if call is not None and call > calls:
+        raise LayerError(f"layer {layer!r} is called {calls} times in the forward pass; pick a call from 1 to {calls}")
+    return 0 if call is None else call - 1
+
+
+def _call_name(layer: str, calls: int, index: int) -> str:
+    return f"{layer}#{index + 1}" if calls > 1 else layer
+
+
 class GraphSplit:
     """Split on the ``torch.fx`` graph: ``body`` and ``head`` are two generated modules."""
 
     mode: Literal["graph", "rerun"] = "graph"
 
-    def __init__(self, model: nn.Module, layer: str, module: nn.Module, reshape: Reshape | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        module: nn.Module,
+        reshape: Reshape | None = None,
+        call: int | None = None,
+    ) -> None:
         self.layer = layer
         self.module = module
         self._views = _Views(model, layer, reshape)
@@ -198,13 +229,9 @@ class GraphSplit:
         graph = tracer.trace(model)
         qualname = tracer.path_of_module(module)
         calls = [n for n in graph.nodes if n.op == "call_module" and n.target == qualname]
-        if not calls:
-            raise LayerError(f"layer {layer!r} is never called in the model's forward")
-        if len(calls) > 1:
-            raise LayerError(
-                f"layer {layer!r} is called {len(calls)} times in the forward pass; pick a module that is called once"
-            )
-        target = calls[0]
+        index = _pick_call(layer, len(calls), call)
+        self.layer = _call_name(layer, 1 if call is None else len(calls), index)  # named as asked
+        target = calls[index]
         downstream = _reachable(target.users, lambda n: n.users)
         output = next(n for n in graph.nodes if n.op == "output")
         if output not in downstream:
@@ -273,19 +300,31 @@ class RerunSplit:
 
     mode: Literal["graph", "rerun"] = "rerun"
 
-    def __init__(self, model: nn.Module, layer: str, module: nn.Module, reshape: Reshape | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        module: nn.Module,
+        reshape: Reshape | None = None,
+        call: int | None = None,
+    ) -> None:
         self.layer = layer
+        self._name = layer
         self.module = module
         self._model = model
         self._views = _Views(model, layer, reshape)
         self.view: MapView | None = None
+        self._call = call
+        self._index = 0
 
     def body(self, x: Tensor) -> Captured:
         captured: list[Tensor] = []
+        wanted = self._call or 1
 
         def hook(_m: nn.Module, _i: Any, output: Any) -> None:
             captured.append(output)
-            raise _StopForward
+            if len(captured) == wanted:
+                raise _StopForward  # nothing after the chosen call is needed
 
         handle = self.module.register_forward_hook(hook)
         try:
@@ -294,10 +333,11 @@ class RerunSplit:
             pass
         finally:
             handle.remove()
-        if not captured:
-            raise LayerError(f"layer {self.layer!r} is never called in the model's forward")
-        activations, extra = self._views.maps(captured[0], x)
-        self.view = self._views.find(captured[0], x)
+        # the forward stopped at the call: the number of calls is unknown, a call given is named
+        self._index = _pick_call(self._name, len(captured), self._call)
+        self.layer = _call_name(self._name, 1 if self._call is None else 2, self._index)
+        activations, extra = self._views.maps(captured[self._index], x)
+        self.view = self._views.find(captured[self._index], x)
         return Captured(activations, (x, *extra), tuple(x.shape[2:]), x)
 
     def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
@@ -305,9 +345,11 @@ class RerunSplit:
         grad_enabled = torch.is_grad_enabled()
         calls = 0
 
-        def hook(_m: nn.Module, _i: Any, _o: Any) -> Tensor:
+        def hook(_m: nn.Module, _i: Any, _o: Any) -> Tensor | None:
             nonlocal calls
             calls += 1
+            if calls - 1 != self._index:
+                return None  # another call of the module: left as it is
             torch.set_grad_enabled(grad_enabled)
             return self._views.output(activations, tuple(extra))
 
@@ -317,8 +359,8 @@ class RerunSplit:
                 output = self._model(x)
         finally:
             handle.remove()
-        if calls != 1:
-            raise LayerError(f"layer {self.layer!r} is called {calls} times; pick a module called once")
+        if calls <= self._index:
+            raise LayerError(f"layer {self.layer!r} was not called again when the model was re-run")
         return model_output_logits(output)
 
 
@@ -334,16 +376,24 @@ def _check_activations(activations: Any, layer: str) -> Tensor:
 
 
 def split_model(
-    model: nn.Module, layer: str | nn.Module, mode: SplitMode = "auto", reshape: Reshape | None = None
+    model: nn.Module,
+    layer: str | nn.Module,
+    mode: SplitMode = "auto",
+    reshape: Reshape | None = None,
+    call: int | None = None,
 ) -> SplitModel:
     """Cut ``model`` at ``layer``; ``mode="auto"`` uses the graph split, else the re-run fallback.
+
     ``reshape`` says how the layer's output maps to ``(B, K, h, w)`` (found automatically for tokens and
-    channels-last outputs)."""
+    channels-last outputs). A module called several times in the forward pass (a block's shared ReLU) is
+    cut at its ``call``-th call (from 1; ``"name#k"`` says the same), by default the first, as pytorch-grad-cam."""
+    layer, named_call = parse_call(layer)
+    call = named_call if call is None else call
     name, module = resolve_layer(model, layer)
     if mode == "rerun":
-        return RerunSplit(model, name, module, reshape)
+        return RerunSplit(model, name, module, reshape, call)
     try:
-        return GraphSplit(model, name, module, reshape)
+        return GraphSplit(model, name, module, reshape, call)
     except LayerError:
         raise
     except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
@@ -354,4 +404,4 @@ def split_model(
             "the head is evaluated by re-running the model with the layer's output substituted",
             stacklevel=3,
         )
-        return RerunSplit(model, name, module, reshape)
+        return RerunSplit(model, name, module, reshape, call)

@@ -410,7 +410,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
     print(f"{'layer':40s} {'type':28s} {'output (K x h x w)':20s}")
     for info in candidate_layers(loaded.model, loaded.preprocessing.crop):
         mark = "  <- default" if info.name == loaded.default_layer else ""
-        reused = f"  (called {info.calls}x: not explainable)" if info.calls > 1 else ""
+        reused = (
+            f"  (called {info.calls}x: {info.name}#1 .. #{info.calls}, the first by default)" if info.calls > 1 else ""
+        )
         reused += f"  [{info.layout}]" if info.layout != "maps" else ""
         shape = " x ".join(str(s) for s in info.shape)
         print(f"{info.name:40s} {info.kind:28s} {shape:20s}{mark}{reused}")

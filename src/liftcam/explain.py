@@ -10,7 +10,7 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from .capture import Captured, OutputAdapter, SplitMode, resolve_layer, split_model
+from .capture import Captured, OutputAdapter, SplitMode, parse_call, resolve_layer, split_model
 from .deeplift import paired_pass
 from .errors import HeadError, LiftCamError
 from .head import DEFAULT_MEMORY_BYTES, HeadEvaluator
@@ -82,7 +82,8 @@ class Explainer:
     Args:
         model: any PyTorch CNN or vision transformer; its train/eval mode is the caller's.
         layer: the target layer, a dotted name as in ``model.named_modules()`` or the module; None picks
-            one (:func:`liftcam.models.guess_layer`).
+            one (:func:`liftcam.models.guess_layer`). A module called several times in the forward pass
+            (a block's shared ReLU) is cut at its first call (as pytorch-grad-cam), or its k-th with ``"name#k"``.
         split_mode: ``"auto"`` (torch.fx graph split, else re-running the model), ``"graph"`` or
             ``"rerun"``.
         lrp_epsilon: the epsilon of ``lrp-cam``'s rule (captum's default, as the official code).
@@ -108,10 +109,11 @@ class Explainer:
             from .models import guess_layer
 
             layer = guess_layer(model)
+        layer, call = parse_call(layer)
         name, module = resolve_layer(model, layer)
         self.model = model if output is None else OutputAdapter(model, output)
-        self.split = split_model(self.model, module, split_mode, reshape)
-        self.split.layer = name
+        self.split = split_model(self.model, module, split_mode, reshape, call)
+        self.split.layer = name + self.split.layer[self.split.layer.rfind("#") :] if "#" in self.split.layer else name
         self.lrp_epsilon = lrp_epsilon
 
     @property
