@@ -68,14 +68,18 @@ class _Rescale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, ref_in: Tensor, ref_out: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-        with torch.enable_grad():
-            xd = x.detach().requires_grad_(True)
-            y = fn(xd)
-            (slope,) = torch.autograd.grad(y, xd, torch.ones_like(y))
-        y = y.detach()
-        dx = x.detach() - ref_in
-        secant = (y - ref_out) / torch.where(dx.abs() > EPS, dx, torch.ones_like(dx))
-        ctx.save_for_backward(torch.where(dx.abs() > EPS, secant, slope))
+        with torch.no_grad():
+            y = fn(x.detach())
+            dx = x.detach() - ref_in
+        close = dx.abs() <= EPS
+        if bool(close.any()):  # the derivative only where x ~ r (an autograd pass: not paid elsewhere)
+            with torch.enable_grad():
+                xd = x.detach().requires_grad_(True)
+                out = fn(xd)
+                (slope,) = torch.autograd.grad(out, xd, torch.ones_like(out))
+        else:
+            slope = torch.zeros_like(y)
+        ctx.save_for_backward(_secant(y - ref_out, dx, slope))
         return y
 
     @staticmethod
@@ -189,8 +193,8 @@ class _ShapleyPair(torch.autograd.Function):
             share_a = torch.where(shapley_ok, share_a, torch.where(pick_ab, first_a, then_a))
             share_b = torch.where(shapley_ok, share_b, torch.where(pick_ab, then_b, first_b))
             da, db = (a0 - ref_a).expand_as(y), (b0 - ref_b).expand_as(y)
-        m_a = _secant(share_a, da, _elementwise_slope(fn, a0, b0, 0))
-        m_b = _secant(share_b, db, _elementwise_slope(fn, a0, b0, 1))
+        m_a = _secant(share_a, da, _elementwise_slope(fn, a0, b0, 0) if _any_close(da) else torch.zeros_like(y))
+        m_b = _secant(share_b, db, _elementwise_slope(fn, a0, b0, 1) if _any_close(db) else torch.zeros_like(y))
         ctx.save_for_backward(m_a, m_b)
         ctx.shapes = (a.shape, b.shape)
         return y
@@ -200,6 +204,10 @@ class _ShapleyPair(torch.autograd.Function):
         m_a, m_b = ctx.saved_tensors
         shape_a, shape_b = ctx.shapes
         return _sum_to(grad * m_a, shape_a), _sum_to(grad * m_b, shape_b), None, None, None
+
+
+def _any_close(delta: Tensor) -> bool:
+    return bool((delta.abs() <= EPS).any())
 
 
 def _elementwise_slope(fn: Callable[[Tensor, Tensor], Tensor], a: Tensor, b: Tensor, position: int) -> Tensor:
