@@ -104,7 +104,9 @@ def main() -> int:
             try:
                 exp = explainer(x, method)
             except Exception as exc:
-                cells.append(_first(exc))
+                # cam is defined for a GAP + Linear head only: not a failure elsewhere
+                not_gap = method == "cam" and "global average pooling then one Linear" in str(exc)
+                cells.append("n/a: not GAP + Linear" if not_gap else _first(exc))
                 continue
             if method == "lift-cam":
                 ms = (time.perf_counter() - start) * 1e3

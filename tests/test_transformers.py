@@ -269,3 +269,41 @@ def test_the_default_call_equals_pytorch_grad_cam_hooks() -> None:
     with pytorch_grad_cam.GradCAM(model=model, target_layers=[model.layer3[1].relu]) as cam:
         peer = minmax(torch.from_numpy(cam(input_tensor=x, targets=targets)))
     assert (ours.maps - peer).abs().max() < 2e-3
+
+
+class TwoBranches(nn.Module):
+    """A stage that returns two resolutions (as HRNet's), fused by the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.stage = Branches()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        high, low = self.stage(self.stem(x))
+        fused = torch.cat([high.mean(dim=(2, 3)), torch.relu(low).amax(dim=(2, 3))], dim=1)
+        return self.fc(fused)
+
+
+class Branches(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.high = nn.Conv2d(4, 4, 3, padding=1)
+        self.low = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.relu(self.high(x)), self.low(x)
+
+
+@pytest.mark.parametrize(("element", "size"), [(None, 8), (0, 8), (1, 4)])
+def test_a_layer_that_outputs_a_tuple_is_explained_at_one_element(element: int | None, size: int) -> None:
+    torch.manual_seed(0)
+    model = TwoBranches().eval()
+    x = torch.randn(2, 3, 8, 8)
+    explainer = liftcam.Explainer(model, "stage", element=element)
+    exp = explainer(x, ["lift-cam", "grad-cam", "ablation-cam"])
+    assert exp["grad-cam"].raw.shape == (2, size, size)  # the first element by default
+    lift = exp["lift-cam"]
+    assert lift.delta is not None and lift.delta.abs().max() < 1e-5
+    torch.testing.assert_close(lift.logits, model(x))

@@ -114,31 +114,62 @@ class Captured:
 
 
 class _Views:
-    """The map view of a layer's output, found once per output shape."""
+    """The map view of a layer's output, found once per output shape; for a layer that outputs a tuple or
+    list of tensors (HRNet's branches, TNT's pixel and patch tokens), the element explained: ``element``,
+    by default the first one with the batch's size that can be seen as maps."""
 
-    def __init__(self, model: nn.Module, layer: str, reshape: Reshape | None) -> None:
-        self.model, self.layer, self.reshape = model, layer, reshape
+    def __init__(self, model: nn.Module, layer: str, reshape: Reshape | None, element: int | None = None) -> None:
+        self.model, self.layer, self.reshape, self.element = model, layer, reshape, element
         self.by_shape: dict[tuple[int, ...], MapView | None] = {}
+        self.current: MapView | None = None
 
-    def find(self, output: Any, x: Tensor) -> MapView | None:
-        if not isinstance(output, Tensor):
-            raise LayerError(f"layer {self.layer!r} outputs a {type(output).__name__}, not a tensor")
+    def find(self, output: Tensor, x: Tensor) -> MapView | None:
         key = tuple(output.shape[1:])
         if key not in self.by_shape:
             with torch.inference_mode(False):  # the index map is used by the head, under autograd
                 self.by_shape[key] = map_view(output, tuple(x.shape[2:]), self.model, self.layer, self.reshape)
         return self.by_shape[key]
 
+    def _pick(self, output: tuple[Any, ...] | list[Any], x: Tensor) -> int:
+        if self.element is not None:
+            if not -len(output) <= self.element < len(output) or not isinstance(output[self.element], Tensor):
+                raise LayerError(
+                    f"layer {self.layer!r} outputs {len(output)} values; element {self.element} is not a tensor"
+                )
+            return self.element % len(output)
+        for i, value in enumerate(output):
+            if isinstance(value, Tensor) and value.dim() >= 3 and value.shape[0] == x.shape[0]:
+                try:
+                    view = self.find(value, x)
+                except LayerError:
+                    continue
+                if view is not None or value.dim() == 4:
+                    return i
+        raise LayerError(f"layer {self.layer!r} outputs {len(output)} values, none of them maps; pick another layer")
+
     def maps(self, output: Any, x: Tensor) -> tuple[Tensor, tuple[Any, ...]]:
-        """The maps, and what the head needs besides them to rebuild the output (the output itself)."""
-        view = self.find(output, x)
+        """The maps, and what the head needs besides them to rebuild the output (the output itself, or the
+        element's index and every element)."""
+        if isinstance(output, (tuple, list)) and output:
+            index = self._pick(output, x)
+            activations, _ = self.maps(output[index], x)
+            return activations, (index, *output)
+        if not isinstance(output, Tensor):
+            raise LayerError(f"layer {self.layer!r} outputs a {type(output).__name__}, not a tensor")
+        self.current = view = self.find(output, x)
         if view is None:
             return _check_activations(output, self.layer), ()
         return _check_activations(view.to_maps(output), self.layer), (output,)
 
-    def output(self, activations: Tensor, extra: tuple[Any, ...]) -> Tensor:
+    def output(self, activations: Tensor, extra: tuple[Any, ...]) -> Any:
         if not extra:
             return activations
+        if isinstance(extra[0], int):  # a tuple: the element explained, rebuilt, among the others
+            index, elements = extra[0], list(extra[1:])
+            original = elements[index]
+            view = self.by_shape.get(tuple(original.shape[1:]))
+            elements[index] = activations if view is None else view.from_maps(activations, original)
+            return tuple(elements)
         (original,) = extra
         view = self.by_shape[tuple(original.shape[1:])]
         assert view is not None
@@ -219,10 +250,11 @@ class GraphSplit:
         module: nn.Module,
         reshape: Reshape | None = None,
         call: int | None = None,
+        element: int | None = None,
     ) -> None:
         self.layer = layer
         self.module = module
-        self._views = _Views(model, layer, reshape)
+        self._views = _Views(model, layer, reshape, element)
         self.view: MapView | None = None
         self._extra = 0
         tracer = _LeafTracer(module)
@@ -269,7 +301,7 @@ class GraphSplit:
     def body(self, x: Tensor) -> Captured:
         output, *context = self._body(x)
         activations, extra = self._views.maps(output, x)
-        self.view = self._views.find(output, x)
+        self.view = self._views.current
         self._extra = len(extra)
         return Captured(activations, (*context, *extra), tuple(x.shape[2:]), x)
 
@@ -307,12 +339,13 @@ class RerunSplit:
         module: nn.Module,
         reshape: Reshape | None = None,
         call: int | None = None,
+        element: int | None = None,
     ) -> None:
         self.layer = layer
         self._name = layer
         self.module = module
         self._model = model
-        self._views = _Views(model, layer, reshape)
+        self._views = _Views(model, layer, reshape, element)
         self.view: MapView | None = None
         self._call = call
         self._index = 0
@@ -337,7 +370,7 @@ class RerunSplit:
         self._index = _pick_call(self._name, len(captured), self._call)
         self.layer = _call_name(self._name, 1 if self._call is None else 2, self._index)
         activations, extra = self._views.maps(captured[self._index], x)
-        self.view = self._views.find(captured[self._index], x)
+        self.view = self._views.current
         return Captured(activations, (x, *extra), tuple(x.shape[2:]), x)
 
     def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
@@ -345,7 +378,7 @@ class RerunSplit:
         grad_enabled = torch.is_grad_enabled()
         calls = 0
 
-        def hook(_m: nn.Module, _i: Any, _o: Any) -> Tensor | None:
+        def hook(_m: nn.Module, _i: Any, _o: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls - 1 != self._index:
@@ -381,19 +414,21 @@ def split_model(
     mode: SplitMode = "auto",
     reshape: Reshape | None = None,
     call: int | None = None,
+    element: int | None = None,
 ) -> SplitModel:
     """Cut ``model`` at ``layer``; ``mode="auto"`` uses the graph split, else the re-run fallback.
 
     ``reshape`` says how the layer's output maps to ``(B, K, h, w)`` (found automatically for tokens and
     channels-last outputs). A module called several times in the forward pass (a block's shared ReLU) is
-    cut at its ``call``-th call (from 1; ``"name#k"`` says the same), by default the first, as pytorch-grad-cam."""
+    cut at its ``call``-th call (from 1; ``"name#k"`` says the same), by default the first, as pytorch-grad-cam.
+    A layer that outputs a tuple or list is explained at its ``element`` (default: the first that is maps)."""
     layer, named_call = parse_call(layer)
     call = named_call if call is None else call
     name, module = resolve_layer(model, layer)
     if mode == "rerun":
-        return RerunSplit(model, name, module, reshape, call)
+        return RerunSplit(model, name, module, reshape, call, element)
     try:
-        return GraphSplit(model, name, module, reshape, call)
+        return GraphSplit(model, name, module, reshape, call, element)
     except LayerError:
         raise
     except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
@@ -404,4 +439,4 @@ def split_model(
             "the head is evaluated by re-running the model with the layer's output substituted",
             stacklevel=3,
         )
-        return RerunSplit(model, name, module, reshape, call)
+        return RerunSplit(model, name, module, reshape, call, element)

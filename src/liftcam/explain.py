@@ -89,6 +89,8 @@ class Explainer:
         lrp_epsilon: the epsilon of ``lrp-cam``'s rule (captum's default, as the official code).
         output: a function from the model's output to its (B, C) logits, for outputs that are not a tensor,
             a tuple (the first element), a dict with ``"logits"`` or ``"out"``, or an object with ``.logits``.
+        element: for a layer that outputs a tuple or list of tensors, the one explained (default: the first
+            with the batch's size that can be seen as maps); the others are passed on unchanged.
         reshape: how the layer's output becomes maps ``(B, K, h, w)``, a callable as pytorch-grad-cam's
             ``reshape_transform`` that only selects and rearranges elements. Not needed for transformer
             tokens (prefix tokens and the patch grid are found from the model or the input) and
@@ -104,6 +106,7 @@ class Explainer:
         lrp_epsilon: float = 1e-9,
         reshape: Reshape | None = None,
         output: Callable[[Any], Tensor] | None = None,
+        element: int | None = None,
     ) -> None:
         if layer is None:
             from .models import guess_layer
@@ -112,7 +115,7 @@ class Explainer:
         layer, call = parse_call(layer)
         name, module = resolve_layer(model, layer)
         self.model = model if output is None else OutputAdapter(model, output)
-        self.split = split_model(self.model, module, split_mode, reshape, call)
+        self.split = split_model(self.model, module, split_mode, reshape, call, element)
         self.split.layer = name + self.split.layer[self.split.layer.rfind("#") :] if "#" in self.split.layer else name
         self.lrp_epsilon = lrp_epsilon
 
