@@ -178,20 +178,19 @@ class _ShapleyPair(torch.autograd.Function):
         a0, b0 = a.detach(), b.detach()
         with torch.no_grad():
             y, y_rb, y_ab, y_rr = fn(a0, b0), fn(ref_a, b0), fn(a0, ref_b), fn(ref_a, ref_b)
-            share_a = ((y - y_rb) + (y_ab - y_rr)) / 2
-            share_b = ((y - y_ab) + (y_rb - y_rr)) / 2
             # the two orders: a first (C_a = f(a,b') - f(a',b')), b first (C_a = f(a,b) - f(a',b))
             first_a, then_b = y_ab - y_rr, y - y_ab
             then_a, first_b = y - y_rb, y_rb - y_rr
-            delta = (y - y_rr).abs()
+            share_a, share_b = (first_a + then_a) / 2, (then_b + first_b) / 2
             mass = share_a.abs() + share_b.abs()
-            mass_ab = torch.nan_to_num(first_a.abs() + then_b.abs(), nan=torch.inf)
-            mass_ba = torch.nan_to_num(then_a.abs() + first_b.abs(), nan=torch.inf)
             tiny = torch.finfo(y.dtype).tiny
-            shapley_ok = torch.isfinite(mass) & (mass <= CANCELLATION * delta + tiny)
-            pick_ab = mass_ab <= mass_ba
-            share_a = torch.where(shapley_ok, share_a, torch.where(pick_ab, first_a, then_a))
-            share_b = torch.where(shapley_ok, share_b, torch.where(pick_ab, then_b, first_b))
+            shapley_ok = mass <= CANCELLATION * (y - y_rr).abs() + tiny  # False for NaN and inf too
+            if not bool(shapley_ok.all()):  # rare: only then the alternatives are compared
+                mass_ab = torch.nan_to_num(first_a.abs() + then_b.abs(), nan=torch.inf)
+                mass_ba = torch.nan_to_num(then_a.abs() + first_b.abs(), nan=torch.inf)
+                pick_ab = mass_ab <= mass_ba
+                share_a = torch.where(shapley_ok, share_a, torch.where(pick_ab, first_a, then_a))
+                share_b = torch.where(shapley_ok, share_b, torch.where(pick_ab, then_b, first_b))
             da, db = (a0 - ref_a).expand_as(y), (b0 - ref_b).expand_as(y)
         m_a = _secant(share_a, da, _elementwise_slope(fn, a0, b0, 0) if _any_close(da) else torch.zeros_like(y))
         m_b = _secant(share_b, db, _elementwise_slope(fn, a0, b0, 1) if _any_close(db) else torch.zeros_like(y))

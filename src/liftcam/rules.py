@@ -73,7 +73,7 @@ def _dims(x: Tensor, shape: Sequence[int] | int) -> tuple[int, ...]:
 def _normalise(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
     """``(x - mean) * rsqrt(var + eps)`` over ``dims``: centring, square, mean, rsqrt, product."""
     centred = x - x.mean(dim=dims, keepdim=True)
-    variance = (centred * centred).mean(dim=dims, keepdim=True)
+    variance = torch.square(centred).mean(dim=dims, keepdim=True)
     return centred * torch.rsqrt(variance + eps)
 
 
@@ -91,7 +91,7 @@ def rms_norm(
     input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None, eps: float | None = None
 ) -> Tensor:
     eps = torch.finfo(input.dtype).eps if eps is None else eps
-    y = input * torch.rsqrt((input * input).mean(dim=_dims(input, normalized_shape), keepdim=True) + eps)
+    y = input * torch.rsqrt(torch.square(input).mean(dim=_dims(input, normalized_shape), keepdim=True) + eps)
     return y * weight if weight is not None else y
 
 
@@ -163,7 +163,7 @@ def var(input: Tensor, dim: Any = None, *args: Any, **kwargs: Any) -> Tensor:
     dims = tuple(range(input.dim())) if dim is None else dim
     count = math.prod(input.shape[d] for d in ((dims,) if isinstance(dims, int) else dims))
     centred = input - input.mean(dim=dims, keepdim=True)
-    out = (centred * centred).sum(dim=dims, keepdim=keepdim) / max(count - _correction(kwargs), 1.0)
+    out = torch.square(centred).sum(dim=dims, keepdim=keepdim) / max(count - _correction(kwargs), 1.0)
     return out
 
 
@@ -177,7 +177,7 @@ def norm(
     order = 2.0 if p in ("fro", None) else float(p)
     dims = tuple(range(input.dim())) if dim is None else dim
     if order == 2.0:
-        return torch.sqrt((input * input).sum(dim=dims, keepdim=keepdim))
+        return torch.sqrt(torch.square(input).sum(dim=dims, keepdim=keepdim))
     if order == 1.0:
         return torch.abs(input).sum(dim=dims, keepdim=keepdim)
     if math.isinf(order):
