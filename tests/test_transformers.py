@@ -15,6 +15,7 @@ import torchvision
 from torch import Tensor, nn
 
 import liftcam
+import liftcam.models
 from helpers import shapley_by_enumeration
 from liftcam.errors import HeadError, LayerError
 from liftcam.maps import minmax
@@ -307,3 +308,47 @@ def test_a_layer_that_outputs_a_tuple_is_explained_at_one_element(element: int |
     lift = exp["lift-cam"]
     assert lift.delta is not None and lift.delta.abs().max() < 1e-5
     torch.testing.assert_close(lift.logits, model(x))
+
+
+class Conv1dNet(nn.Module):
+    """A 1-D CNN (audio, time series): maps (B, K, L)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(2, 6, 5, padding=2), nn.ReLU(), nn.Conv1d(6, 5, 3, stride=2, padding=1))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(5, 4, 1), nn.GELU(), nn.AdaptiveMaxPool1d(1), nn.Flatten())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.head(self.body(x)))
+
+
+def test_one_dimensional_maps() -> None:
+    torch.manual_seed(0)
+    model = Conv1dNet().eval()
+    x = torch.randn(3, 2, 40)
+    exps = liftcam.explain(model, x, "body", [*(m for m in liftcam.METHODS if m != "cam"), Shap(estimator="exact")])
+    for name, exp in exps.items():
+        assert exp.raw.shape == (3, 20) and exp.maps.shape == (3, 40) and torch.isfinite(exp.maps).all(), name
+    lift = exps["lift-cam"]
+    assert lift.delta is not None and lift.delta.abs().max() < 1e-5
+    # Grad-CAM by hand: the mean of the gradient over the positions
+    a = model.body(x).detach().requires_grad_(True)
+    s = model.fc(model.head(a)).gather(1, lift.targets[:, None]).sum()
+    (g,) = torch.autograd.grad(s, a)
+    torch.testing.assert_close(exps["grad-cam"].weights, g.mean(dim=2))
+
+
+@pytest.mark.parametrize(("name", "layout"), [("r3d_18", "maps"), ("swin3d_t", "channels-last (B, t, h, w, C)")])
+def test_video_models_give_maps_over_time_and_space(name: str, layout: str) -> None:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models.video, name)().eval()
+    x = torch.randn(2, 3, 8, 64, 64)
+    explainer = liftcam.Explainer(model, liftcam.models.default_layer(name, model))
+    exps = explainer(x, ["lift-cam", "grad-cam", "layer-cam", "ablation-cam"])
+    view = explainer.split.view
+    assert (view.description if view is not None else "maps") == layout
+    for exp in exps.values():
+        assert exp.raw.dim() == 4 and exp.maps.shape == (2, 8, 64, 64)
+    lift = exps["lift-cam"]
+    assert lift.delta is not None and lift.delta.abs().max() <= 1e-5 * max(1.0, float(lift.scores.abs().max()))

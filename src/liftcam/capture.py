@@ -143,7 +143,7 @@ class _Views:
                     view = self.find(value, x)
                 except LayerError:
                     continue
-                if view is not None or value.dim() == 4:
+                if view is not None or value.dim() == x.dim():
                     return i
         raise LayerError(f"layer {self.layer!r} outputs {len(output)} values, none of them maps; pick another layer")
 
@@ -157,9 +157,13 @@ class _Views:
         if not isinstance(output, Tensor):
             raise LayerError(f"layer {self.layer!r} outputs a {type(output).__name__}, not a tensor")
         self.current = view = self.find(output, x)
-        if view is None:
-            return _check_activations(output, self.layer), ()
-        return _check_activations(view.to_maps(output), self.layer), (output,)
+        maps = _check_activations(output if view is None else view.to_maps(output), self.layer)
+        if maps.dim() != x.dim():
+            raise LayerError(
+                f"layer {self.layer!r} outputs shape {tuple(output.shape)}, not spatial maps like the input's "
+                f"{tuple(x.shape)}; pick a convolutional layer"
+            )
+        return maps, (() if view is None else (output,))
 
     def output(self, activations: Tensor, extra: tuple[Any, ...]) -> Any:
         if not extra:
@@ -400,10 +404,10 @@ class RerunSplit:
 def _check_activations(activations: Any, layer: str) -> Tensor:
     if not isinstance(activations, Tensor):
         raise LayerError(f"layer {layer!r} outputs a {type(activations).__name__}, not a tensor")
-    if activations.dim() != 4:
+    if activations.dim() not in (3, 4, 5):
         raise LayerError(
-            f"layer {layer!r} outputs shape {tuple(activations.shape)}, not spatial maps (B, K, h, w); "
-            "pick a convolutional layer"
+            f"layer {layer!r} outputs shape {tuple(activations.shape)}, not spatial maps (B, K, h, w) "
+            "(or (B, K, L), (B, K, T, h, w)); pick a convolutional layer"
         )
     return activations
 

@@ -64,7 +64,7 @@ def resolve_reference(reference: Reference, activations: Tensor) -> Tensor:
         raise LiftCamError(f"unknown reference {reference!r}; use 'zeros', 'mean' or a tensor")
     ref = torch.as_tensor(reference, dtype=activations.dtype, device=activations.device)
     if ref.dim() == 1 and ref.shape[0] == activations.shape[1]:
-        ref = ref.view(1, -1, 1, 1)
+        ref = ref.view(1, -1, *([1] * (activations.dim() - 2)))
     try:
         ref = ref.expand_as(activations)
     except RuntimeError:
@@ -124,10 +124,13 @@ class Explainer:
         return self.split.layer
 
     def capture(self, x: Tensor) -> Captured:
-        """Run the body on ``x`` (B, C, H, W) once, without autograd; return the activations."""
+        """Run the body on ``x`` (B, C, H, W), or (B, C, L), (B, C, T, H, W), once, without autograd; return
+        the activations. One input without its batch dimension (C, H, W) is taken as a batch of one."""
         if not isinstance(x, Tensor):
             raise LiftCamError(f"input must be a torch.Tensor, not {type(x).__name__}")
-        if x.dim() == 3:
+        first_conv = next((m for m in self.model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        spatial = len(first_conv.kernel_size) if first_conv is not None else 2
+        if x.dim() == spatial + 1:
             x = x.unsqueeze(0)
         if not x.is_floating_point():
             raise LiftCamError(f"input must be a float tensor, not {x.dtype}")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .capture import Captured, SplitModel
+from .maps import per_channel
 from .targets import Targets, target_scores
 
 #: Default memory budget for one chunk of head evaluations.
@@ -93,6 +94,6 @@ class HeadEvaluator:
         out = []
         for start in range(0, masks.shape[0], self.chunk):
             z = masks[start : start + self.chunk].to(device=a.device, dtype=a.dtype)
-            coalition = reference + z[:, :, None, None] * diff
+            coalition = reference + per_channel(z, diff[None]) * diff
             out.append(self.scores(index, coalition))
         return torch.cat(out) if out else a.new_zeros(0)

@@ -57,7 +57,7 @@ def _positions(sample_shape: tuple[int, ...]) -> Tensor:
 
 def _from_reshape(reshape: Reshape, sample_shape: tuple[int, ...], description: str) -> MapView:
     out = reshape(_positions(sample_shape))
-    if not isinstance(out, Tensor) or out.dim() != 4 or out.shape[0] != 1:
+    if not isinstance(out, Tensor) or out.dim() not in (3, 4, 5) or out.shape[0] != 1:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise LayerError(f"the reshape must turn the layer's output into maps (B, K, h, w), not {shape}")
     index = out.reshape(-1)
@@ -96,13 +96,15 @@ def map_view(
     sample = tuple(output.shape[1:])
     if reshape is not None:
         return _from_reshape(reshape, sample, "given reshape")
-    if output.dim() == 4 and len(input_size) == 2:
-        _, d1, d2, d3 = output.shape
-        height, width = input_size
-        first = d2 * width == d3 * height  # (C, h, w) keeps the input's aspect ratio
-        last = d1 * width == d2 * height and d3 != d2  # (h, w, C)
+    if output.dim() == len(input_size) + 2 and len(input_size) >= 2:
+        height, width = input_size[-2:]
+        shape = output.shape
+        first = shape[-2] * width == shape[-1] * height  # (C, ..., h, w) keeps the input's aspect ratio
+        last = shape[-3] * width == shape[-2] * height and shape[-1] != shape[-2]  # (..., h, w, C)
         if last and not first:
-            return _from_reshape(lambda t: t.permute(0, 3, 1, 2), sample, "channels-last (B, h, w, C)")
+            order = (0, output.dim() - 1, *range(1, output.dim() - 1))
+            letters = "(B, h, w, C)" if output.dim() == 4 else "(B, t, h, w, C)"
+            return _from_reshape(lambda t: t.permute(*order), sample, f"channels-last {letters}")
         return None
     if output.dim() == 3 and len(input_size) == 2:
         _, n, d = output.shape

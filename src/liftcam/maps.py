@@ -9,9 +9,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def spatial(activations: Tensor) -> tuple[int, ...]:
+    """The spatial dimensions of maps (B, K, ...): ``(2,)`` for 1-D, ``(2, 3)`` for 2-D, ``(2, 3, 4)`` for 3-D."""
+    return tuple(range(2, activations.dim()))
+
+
+def per_channel(values: Tensor, activations: Tensor) -> Tensor:
+    """(N, K) values shaped to broadcast against maps (N, K, ...)."""
+    return values.reshape(*values.shape, *([1] * (activations.dim() - values.dim())))
+
+
 def weighted_sum(weights: Tensor, activations: Tensor) -> Tensor:
-    """Raw map ``sum_k alpha_k A^k`` (B, h, w) from coefficients (B, K) and activations (B, K, h, w)."""
-    return torch.einsum("bk,bkhw->bhw", weights, activations)
+    """Raw map ``sum_k alpha_k A^k`` (B, ...) from coefficients (B, K) and activations (B, K, ...)."""
+    return torch.einsum("bk,bk...->b...", weights, activations)
 
 
 def minmax(maps: Tensor) -> Tensor:
@@ -23,13 +33,18 @@ def minmax(maps: Tensor) -> Tensor:
     return scaled.view_as(maps)
 
 
+#: Interpolation of maps with 1, 2 or 3 spatial dimensions.
+INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
 def upsample(maps: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear upsampling (align_corners=False) of (B, h, w) maps to ``size``."""
-    if tuple(maps.shape[-2:]) == tuple(size):
+    """(Bi/tri)linear upsampling (align_corners=False) of (B, ...) maps to ``size``."""
+    if tuple(maps.shape[1:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    mode = INTERPOLATION[len(size)]
+    return F.interpolate(maps[:, None], size=tuple(size), mode=mode, align_corners=False)[:, 0]
 
 
 def normalized_maps(raw: Tensor, size: Sequence[int]) -> Tensor:
-    """``minmax(upsample(ReLU(raw)))``: the maps users look at, (B, H, W) in [0, 1]."""
+    """``minmax(upsample(ReLU(raw)))``: the maps users look at, (B, H, W) (or (B, L), (B, T, H, W)) in [0, 1]."""
     return minmax(upsample(torch.relu(raw), size))

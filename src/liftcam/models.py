@@ -212,6 +212,10 @@ def default_layer(name: str, model: Any) -> str:
     norm and the classifier)."""
     if name == LITE0:
         return LITE0_FINAL_CONV
+    if name in ("r3d_18", "mc3_18", "r2plus1d_18"):  # video: (B, K, t, h, w) maps
+        return "layer4"
+    if name in ("s3d", "swin3d_t", "swin3d_s", "swin3d_b", "mvit_v1_b", "mvit_v2_s"):
+        return "features"
     if name.startswith("vit_"):
         return f"encoder.layers.encoder_layer_{len(model.encoder.layers) - 2}"
     if name.startswith(("swin", "maxvit")):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..maps import spatial
 from .base import CamMethod, MethodInputs, Need
 
 
@@ -12,4 +13,4 @@ class GradCam(CamMethod):
     needs = frozenset({Need.GRADIENTS})
 
     def weights(self, inputs: MethodInputs) -> Tensor:
-        return inputs.require("gradients").mean(dim=(2, 3))
+        return inputs.require("gradients").mean(dim=spatial(inputs.activations))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..maps import spatial
 from .base import CamMethod, MethodInputs, Need
 
 
@@ -17,9 +18,9 @@ class GradCamPlusPlus(CamMethod):
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         g = inputs.require("gradients")
-        a_sum = inputs.activations.sum(dim=(2, 3), keepdim=True)
+        a_sum = inputs.activations.sum(dim=spatial(inputs.activations), keepdim=True)
         g2 = g * g
         denominator = 2 * g2 + a_sum * g2 * g
         nonzero = denominator != 0
         a = torch.where(nonzero, g2 / torch.where(nonzero, denominator, torch.ones_like(denominator)), 0.0)
-        return (a * torch.relu(g)).sum(dim=(2, 3))
+        return (a * torch.relu(g)).sum(dim=spatial(inputs.activations))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..maps import spatial
 from .base import CamMethod, MethodInputs, Need
 
 
@@ -22,4 +23,4 @@ class LiftCam(CamMethod):
     def weights(self, inputs: MethodInputs) -> Tensor:
         m = inputs.require("multipliers")
         diff = inputs.activations - inputs.require("reference")
-        return (m * diff).sum(dim=(2, 3))
+        return (m * diff).sum(dim=spatial(inputs.activations))

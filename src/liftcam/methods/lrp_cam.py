@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..maps import spatial
 from .base import CamMethod, MethodInputs, Need
 
 
@@ -15,4 +16,4 @@ class LrpCam(CamMethod):
     needs = frozenset({Need.LRP})
 
     def weights(self, inputs: MethodInputs) -> Tensor:
-        return inputs.require("relevance").sum(dim=(2, 3))
+        return inputs.require("relevance").sum(dim=spatial(inputs.activations))

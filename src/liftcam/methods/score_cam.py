@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..capture import model_output_logits
-from ..maps import minmax
+from ..maps import INTERPOLATION, minmax
 from ..targets import CUSTOM_TARGET
 from .base import CamMethod, MethodInputs, Need
 
@@ -42,7 +42,8 @@ class ScoreCam(CamMethod):
         memory_format = torch.channels_last if self.channels_last and images.dim() == 4 else torch.contiguous_format
         rows = []
         for b in range(a.shape[0]):
-            up = F.interpolate(a[b : b + 1], size=size, mode="bilinear", align_corners=self.align_corners)[0]
+            mode = INTERPOLATION[len(size)]
+            up = F.interpolate(a[b : b + 1], size=size, mode=mode, align_corners=self.align_corners)[0]
             masks = minmax(up)
             live = masks.flatten(1).amax(dim=1) > 0
             distinct = torch.cat([masks[live], masks.new_zeros(1, *size)])  # all-zero masks share one input

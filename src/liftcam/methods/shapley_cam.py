@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..maps import spatial
 from .base import CamMethod, MethodInputs, Need
 
 
@@ -18,4 +19,4 @@ class ShapleyCam(CamMethod):
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         g = inputs.require("gradients")
-        return (g - 0.5 * inputs.require("hessian_vector")).mean(dim=(2, 3))
+        return (g - 0.5 * inputs.require("hessian_vector")).mean(dim=spatial(inputs.activations))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..maps import spatial
 from .base import CamMethod, MethodInputs, Need
 
 
@@ -14,7 +15,7 @@ class XGradCam(CamMethod):
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         a = inputs.activations
-        total = a.sum(dim=(2, 3))
+        total = a.sum(dim=spatial(inputs.activations))
         nonzero = total != 0
-        weighted = (a * inputs.require("gradients")).sum(dim=(2, 3))
+        weighted = (a * inputs.require("gradients")).sum(dim=spatial(inputs.activations))
         return torch.where(nonzero, weighted / torch.where(nonzero, total, torch.ones_like(total)), 0.0)

@@ -259,7 +259,7 @@ def build_fast_game(
 
     def channel_inputs(start: int, stop: int) -> Tensor:
         eye = torch.eye(k, dtype=activations.dtype, device=activations.device)[start:stop]
-        return reference + eye[:, :, None, None] * diff
+        return reference + eye.reshape(*eye.shape, *([1] * (diff.dim() - 1))) * diff
 
     with torch.no_grad():
         try:
