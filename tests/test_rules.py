@@ -272,3 +272,38 @@ def test_lrp_layer_norm_holds_the_standard_deviation_constant() -> None:
     share = r_y / y
     expected = x * (share - share.mean(1, keepdim=True)) * scale
     torch.testing.assert_close(relevance.flatten(1), expected)
+
+
+class WhereHead(nn.Module):
+    """Decisions on values of A: a ``where`` on a comparison with the spatial mean, an arg-max gather."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.body(x)
+        kept = torch.where(a > a.mean(dim=(2, 3), keepdim=True), a, 0.5 * a)
+        flat = a.flatten(2)
+        top = flat.gather(2, flat.argmax(dim=2, keepdim=True))[..., 0]
+        return self.fc(torch.cat([kept.mean(dim=(2, 3)), top], dim=1))
+
+
+@pytest.mark.parametrize("reference", ["zeros", "mean"])
+def test_decisions_are_taken_from_the_actual_pass(reference: str) -> None:
+    """With the actual pass's decisions frozen, ``where`` and the gather are affine: exact conservation
+    against the head evaluated at the reference with those decisions."""
+    torch.manual_seed(0)
+    model = WhereHead().eval()
+    x = torch.randn(3, 3, 8, 8)
+    exp = liftcam.explain(model, x, "body", "lift-cam", reference=reference)
+    assert exp.delta is not None and exp.delta.abs().max() < 1e-5
+    a = model.body(x).detach()
+    r = torch.zeros_like(a) if reference == "zeros" else a.mean(dim=0, keepdim=True).expand_as(a)
+    with torch.no_grad():
+        mask = a > a.mean(dim=(2, 3), keepdim=True)
+        index = a.flatten(2).argmax(dim=2, keepdim=True)
+        frozen = torch.cat([torch.where(mask, r, 0.5 * r).mean(dim=(2, 3)), r.flatten(2).gather(2, index)[..., 0]], 1)
+        expected = model.fc(frozen).gather(1, exp.targets[:, None])[:, 0]
+    torch.testing.assert_close(exp.weights.sum(dim=1), exp.scores - expected, rtol=1e-5, atol=1e-5)

@@ -261,16 +261,41 @@ def _maxpool_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
     return pool, wants
 
 
+class _NeedsDecisions(Exception):
+    """The head makes a decision on values of ``A``: the actual pass's decisions are needed first."""
+
+
+class _DecisionProbe(DependencyMode):
+    """A plain pass of the head on the actual activations that records its decisions, in order."""
+
+    def __init__(self, source: Tensor) -> None:
+        super().__init__(source)
+        self.decisions: list[Any] = []
+
+    def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        out = func(*args, **kwargs)
+        rule = rule_for(name)
+        if rule is not None and rule.kind is Kind.DECISION:
+            self.decisions.append(out)
+        else:
+            self.mark(out)
+        return out
+
+
 class _PairedMode(DependencyMode):
     """Runs one pass of the head; records the tape (reference) or replays it (actual)."""
 
-    def __init__(self, source: Tensor, tape: list[_Entry], replay: bool, layer: str) -> None:
+    def __init__(
+        self, source: Tensor, tape: list[_Entry], replay: bool, layer: str, decisions: list[Any] | None = None
+    ) -> None:
         super().__init__(source)
         self.batch = source.shape[0]
         self.tape = tape
         self.replay = replay
         self.position = 0
         self.layer = layer
+        self.decisions = decisions
+        self.decided = 0
 
     def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         bound = bound_arguments(func, args, kwargs)
@@ -286,6 +311,13 @@ class _PairedMode(DependencyMode):
                     f"DeepLIFT cannot apply its rule for {qualified(func, name)} in the head after layer "
                     f"{self.layer!r}: {exc}"
                 ) from None
+        elif kind is Kind.DECISION:
+            if self.decisions is None:
+                raise _NeedsDecisions
+            if self.decided >= len(self.decisions):
+                raise HeadError("the head made more decisions on the layer's values than in its actual pass")
+            self.decided += 1
+            return self.decisions[self.decided - 1]  # the actual pass's: a constant in both passes
         elif kind is Kind.ELEMENTWISE:
             out = self._elementwise(func, name, args, kwargs, bound)
         elif kind is Kind.MAX_POOL:
@@ -520,12 +552,24 @@ def paired_pass(
     pass runs once with batch size 1; only valid when the head needs nothing else of the batch.
     """
     tape: list[_Entry] = []
+    decisions: list[Any] | None = None
     ref_in = (reference[:1] if shared_reference else reference).detach().clone()
-    with torch.no_grad(), _PairedMode(ref_in, tape, replay=False, layer=layer):
-        reference_logits = head(ref_in)
+    try:
+        with torch.no_grad(), _PairedMode(ref_in, tape, replay=False, layer=layer):
+            reference_logits = head(ref_in)
+    except _NeedsDecisions:
+        # decisions (comparisons, arg-max) on values of A: taken from the actual pass, for every image
+        actual = activations.detach().clone()
+        probe = _DecisionProbe(actual)
+        with torch.no_grad(), probe:
+            head(actual)
+        decisions, tape = probe.decisions, []
+        ref_in = reference.detach().clone().expand_as(activations).clone()
+        with torch.no_grad(), _PairedMode(ref_in, tape, replay=False, layer=layer, decisions=decisions):
+            reference_logits = head(ref_in)
     leaf = activations.detach().requires_grad_(True)
     act_in = leaf.clone()  # not a leaf: the head may work in place on it
-    mode = _PairedMode(act_in, tape, replay=True, layer=layer)
+    mode = _PairedMode(act_in, tape, replay=True, layer=layer, decisions=decisions)
     with torch.enable_grad(), mode:
         logits = head(act_in)
     if mode.position != len(tape):

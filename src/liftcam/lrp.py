@@ -216,6 +216,8 @@ class _LrpMode(DependencyMode):
         rule = rule_for(name)
         kind = rule.kind if rule is not None else None
         two = len(args) >= 2 and self.depends(args[0]) and self.depends(args[1])
+        if kind is Kind.DECISION:  # a comparison or arg-max: no relevance flows through it
+            return func(*args, **kwargs)
         if name in _NORMALISATIONS and isinstance(args[0], Tensor) and self.depends(args[0]):
             out = _EpsilonRule.apply(args[0], _frozen_normalisation(name, args, kwargs), self.epsilon)
         elif name == "softmax" and isinstance(args[0], Tensor):

@@ -17,6 +17,9 @@ summation-to-delta holds to float precision):
   ``C_b`` likewise, ``C_a + C_b = f(a, b) - f(a', b')``
   (for a bilinear ``f`` it is the averaged product rule). With one of them depending on ``A``, the
   operation is affine in it (``affine_in``) or a one-input function (Rescale).
+* ``DECISION``: a comparison or an arg-max of values that depend on ``A`` (the condition of a
+  ``where``, a mask): taken from the actual pass and used unchanged in the reference pass, as max-pooling
+  takes its arg-max, so that what it selects is a fixed choice and ``where`` is affine in its branches.
 * ``COMPOSITE``: decomposed into the primitives above by a Python function run under the same mode
   (LayerNorm = centring, square, mean, ``rsqrt(var + eps)``, product, affine; softmax = shift by the
   max, ``exp``, sum, quotient; attention = products and softmax).
@@ -44,6 +47,7 @@ class Kind(Enum):
     BILINEAR = "bilinear"
     BINARY = "binary"
     COMPOSITE = "composite"
+    DECISION = "decision"
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,7 @@ _AFFINE = (
     "__isub__", "subtract", "neg", "neg_", "__neg__", "__pos__", "positive", "sum", "mean",
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
     "to", "float", "type_as", "masked_fill", "tril", "triu", "cumsum", "index_select", "gather", "take_along_dim",
-    "diagonal", "tile", "unfold", "fold", "scatter",
+    "diagonal", "tile", "unfold", "fold", "scatter", "where",
 )  # fmt: skip
 _ELEMENTWISE = (
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_", "clip", "clip_",
@@ -284,6 +288,11 @@ _MAX_POOL = (
     "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
 )  # fmt: skip
 _REDUCE_MAX = ("max", "amax", "min", "amin")
+_DECISION = (
+    "gt", "lt", "ge", "le", "eq", "ne", "__gt__", "__lt__", "__ge__", "__le__", "__eq__", "__ne__",
+    "greater", "less", "greater_equal", "less_equal", "not_equal", "isclose", "argmax", "argmin", "isnan",
+    "isinf", "isfinite", "signbit", "logical_not", "logical_and", "logical_or", "__and__", "__or__", "__invert__",
+)  # fmt: skip
 _BILINEAR = ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "einsum")
 _BINARY: dict[str, tuple[int, ...]] = {
     **dict.fromkeys(("mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"), (0, 1)),
@@ -319,6 +328,7 @@ RULES: dict[str, Rule] = {
     **{name: Rule(Kind.BILINEAR) for name in _BILINEAR},
     **{name: Rule(Kind.BINARY, affine_in=positions) for name, positions in _BINARY.items()},
     **{name: Rule(Kind.COMPOSITE, decompose=fn) for name, fn in _COMPOSITE.items()},
+    **{name: Rule(Kind.DECISION) for name in _DECISION},
 }
 
 
