@@ -47,6 +47,7 @@ from .tracing import (
     is_inplace,
     iter_tensors,
     qualified,
+    sum_to,
     supported_operations,
 )
 
@@ -104,9 +105,7 @@ class _MaxPoolRescale(torch.autograd.Function):
         use_actual = y >= ref_out
         route = torch.where(use_actual, idx, ref_idx).flatten(2)
         dx = (x.detach() - ref_in).flatten(2).gather(2, route)
-        dy = (y - ref_out).flatten(2)
-        ok = dx.abs() > EPS
-        multiplier = torch.where(ok, dy / torch.where(ok, dx, torch.ones_like(dx)), torch.ones_like(dx))
+        multiplier = _secant((y - ref_out).flatten(2), dx, torch.ones_like(dx))
         ctx.save_for_backward(route, multiplier)
         ctx.in_shape = x.shape
         return y
@@ -139,16 +138,6 @@ class _AveragedProduct(torch.autograd.Function):
             b = mid_b.detach().requires_grad_(True)
             ga, gb = torch.autograd.grad(ctx.fn(a, b), (a, b), grad)
         return ga, gb, None, None, None
-
-
-def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
-    """Undo broadcasting: sum ``t`` down to ``shape``."""
-    while t.dim() > len(shape):
-        t = t.sum(dim=0)
-    for i, n in enumerate(shape):
-        if n == 1 and t.shape[i] != 1:
-            t = t.sum(dim=i, keepdim=True)
-    return t
 
 
 def _secant(change: Tensor, delta: Tensor, slope: Tensor) -> Tensor:
@@ -202,7 +191,7 @@ class _ShapleyPair(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         m_a, m_b = ctx.saved_tensors
         shape_a, shape_b = ctx.shapes
-        return _sum_to(grad * m_a, shape_a), _sum_to(grad * m_b, shape_b), None, None, None
+        return sum_to(grad * m_a, shape_a), sum_to(grad * m_b, shape_b), None, None, None
 
 
 def _any_close(delta: Tensor) -> bool:
@@ -218,30 +207,6 @@ def _elementwise_slope(fn: Callable[[Tensor, Tensor], Tensor], a: Tensor, b: Ten
         y = fn(ad, bd)
         (slope,) = torch.autograd.grad(y, ad if position == 0 else bd, torch.ones_like(y))
     return slope
-
-
-class _ReduceMaxRescale(torch.autograd.Function):
-    """Max (or min) over the last dimension of ``x`` (..., n): the difference routed to one position."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, ref_in: Tensor, ref_out: Tensor, ref_idx: Tensor, largest: bool) -> Tensor:
-        xd = x.detach()
-        y, idx = xd.max(dim=-1) if largest else xd.min(dim=-1)
-        use_actual = y >= ref_out if largest else y <= ref_out
-        route = torch.where(use_actual, idx, ref_idx.expand_as(idx))[..., None]
-        dx = (xd - ref_in).gather(-1, route)[..., 0]
-        ok = dx.abs() > EPS
-        multiplier = torch.where(ok, (y - ref_out) / torch.where(ok, dx, torch.ones_like(dx)), torch.ones_like(dx))
-        ctx.save_for_backward(route, multiplier)
-        ctx.in_shape = x.shape
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        route, multiplier = ctx.saved_tensors
-        out = grad.new_zeros(ctx.in_shape)
-        out.scatter_add_(-1, route, (grad * multiplier)[..., None])
-        return out, None, None, None, None
 
 
 def _maxpool_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Callable[[Tensor], Any], bool]:
@@ -493,13 +458,25 @@ class _PairedMode(DependencyMode):
         others = [d for d in range(x.dim()) if d not in dims]
         flat_shape = [x.shape[d] for d in others]
         flat = x.permute(*others, *dims).reshape(*flat_shape, -1)
+        # max over the last dimension is max-pooling of (P, 1, n) with one output: the same routing rule;
+        # a min is minus the max of minus the values
+        sign = 1.0 if largest else -1.0
+        signed = (sign * flat).reshape(-1, 1, flat.shape[-1])
+
+        def pool(t: Tensor) -> tuple[Tensor, Tensor]:
+            values, index = t.max(dim=-1, keepdim=True)
+            return values, index
+
         if not self.replay:
-            y, idx = flat.max(dim=-1) if largest else flat.min(dim=-1)
-            self._next(name, (flat, y, idx))
+            y, idx = pool(signed)
+            self._next(name, (signed, y, idx))
         else:
-            ref_in, ref_out, ref_idx = self._next(name, (flat,))
-            y = _ReduceMaxRescale.apply(flat, ref_in, ref_out, ref_idx, largest)
-        values = y
+            ref_in, ref_out, ref_idx = self._next(name, (signed,))
+            if ref_in.shape[0] != signed.shape[0]:  # a reference shared by the batch, run with batch size 1
+                repeat = signed.shape[0] // ref_in.shape[0]
+                ref_in, ref_out, ref_idx = (t.repeat(repeat, 1, 1) for t in (ref_in, ref_out, ref_idx))
+            y = _MaxPoolRescale.apply(signed, ref_in, ref_out, ref_idx, pool)
+        values = sign * y.reshape(flat.shape[:-1])
         if keepdim:
             for d in dims:
                 values = values.unsqueeze(d)

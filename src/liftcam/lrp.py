@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .errors import HeadError, UnsupportedOperationError
 from .rules import Kind, rule_for
-from .tracing import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, DependencyMode, iter_tensors, supported_operations
+from .tracing import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, DependencyMode, iter_tensors, sum_to, supported_operations
 
 #: Calls to which the epsilon rule applies (captum's layers with rules).
 EPSILON_RULE = frozenset(
@@ -88,17 +88,7 @@ class _SumRule(torch.autograd.Function):
         a, b, z = ctx.saved_tensors
         s = relevance / _stabilised(z, ctx.epsilon)
         ra, rb = a * s, ctx.sign * b * s
-        return _sum_to(ra, a.shape), _sum_to(rb, b.shape), None, None
-
-
-def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
-    """Undo broadcasting: sum ``t`` down to ``shape``."""
-    while t.dim() > len(shape):
-        t = t.sum(dim=0)
-    for i, n in enumerate(shape):
-        if n == 1 and t.shape[i] != 1:
-            t = t.sum(dim=i, keepdim=True)
-    return t
+        return sum_to(ra, a.shape), sum_to(rb, b.shape), None, None
 
 
 class _UniformProduct(torch.autograd.Function):

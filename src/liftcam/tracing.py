@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
@@ -34,6 +35,16 @@ def supported_operations() -> list[str]:
     """Names of the nonlinear operations the DeepLIFT engine has a rule for."""
     nonlinear = names_of(Kind.ELEMENTWISE, Kind.MAX_POOL, Kind.REDUCE_MAX, Kind.BINARY, Kind.COMPOSITE)
     return sorted(n for n in nonlinear if not n.endswith("_") and not n.startswith("__"))
+
+
+def sum_to(t: Tensor, shape: torch.Size) -> Tensor:
+    """Undo broadcasting: sum ``t`` down to ``shape`` (the gradient of a broadcast operand)."""
+    while t.dim() > len(shape):
+        t = t.sum(dim=0)
+    for i, n in enumerate(shape):
+        if n == 1 and t.shape[i] != 1:
+            t = t.sum(dim=i, keepdim=True)
+    return t
 
 
 def op_name(func: Any) -> str:
