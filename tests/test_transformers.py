@@ -185,7 +185,11 @@ class DictOutput(nn.Module):
 def test_common_outputs_are_read_without_a_wrapper(kind: str) -> None:
     torch.manual_seed(0)
     model = DictOutput(kind).eval()
-    exp = liftcam.explain(model, torch.randn(2, 3, 8, 8), "body", "lift-cam")
+    if kind == "object":  # torch.fx cannot trace the creation of an object: the re-run split, said once
+        with pytest.warns(UserWarning, match="re-running the model"):
+            exp = liftcam.explain(model, torch.randn(2, 3, 8, 8), "body", "lift-cam")
+    else:
+        exp = liftcam.explain(model, torch.randn(2, 3, 8, 8), "body", "lift-cam")
     assert exp.logits.shape == (2, 3) and exp.delta is not None and exp.delta.abs().max() < 1e-5
 
 
