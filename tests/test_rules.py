@@ -219,10 +219,24 @@ def test_summation_to_delta_through_norms_and_global_max_pooling() -> None:
     assert exp.delta is not None and exp.delta.abs().max() <= 1e-5 * max(1.0, float(exp.scores.abs().max()))
 
 
-def test_training_mode_batch_norm_is_refused() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 36, 3)).train()
-    with pytest.raises(HeadError, match="training mode"):
-        liftcam.explain(model, torch.randn(2, 3, 8, 8), "0", "lift-cam")
+def test_training_mode_batch_norm_holds_the_batch_statistics_constant() -> None:
+    """In training mode the batch statistics mix the samples: they are taken from the actual batch and
+    held constant (as a decision), so each sample's head is affine there and conserves exactly; the
+    running statistics are not updated by LIFT-CAM."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
+    model.train()
+    x = torch.randn(4, 3, 8, 8)
+    running = model[1].running_mean.clone()
+    exp = liftcam.explain(model, x, "0", "lift-cam", reference="mean")
+    torch.testing.assert_close(model[1].running_mean, running)
+    assert exp.delta is not None and exp.delta.abs().max() < 1e-5
+    with torch.no_grad():  # the explained scores are the training-mode model's
+        torch.testing.assert_close(exp.logits, model(x))
+    # a head in training mode with active dropout is still refused
+    dropout = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * 36, 3)).train()
+    with pytest.raises(HeadError, match="eval"):
+        liftcam.explain(dropout, x, "0", "lift-cam")
 
 
 # --- LRP (AttnLRP's rules) -------------------------------------------------------------------------

@@ -238,6 +238,13 @@ class _DecisionProbe(DependencyMode):
         self.decisions: list[Any] = []
 
     def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _is_training_batch_norm(name, func, args, kwargs):
+            x = args[0]
+            dims = [0, *range(2, x.dim())]
+            self.decisions.append((x.mean(dim=dims), x.var(dim=dims, unbiased=False)))
+            out = _frozen_batch_norm(func, args, kwargs, self.decisions[-1])
+            self.mark(out)
+            return out
         out = func(*args, **kwargs)
         rule = rule_for(name)
         if rule is not None and rule.kind is Kind.DECISION:
@@ -245,6 +252,21 @@ class _DecisionProbe(DependencyMode):
         else:
             self.mark(out)
         return out
+
+
+def _is_training_batch_norm(name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return name == "batch_norm" and bool(bound_arguments(func, args, kwargs).get("training", False))
+
+
+def _frozen_batch_norm(
+    func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stats: tuple[Tensor, Tensor]
+) -> Tensor:
+    """Batch norm with the actual batch's statistics held constant (affine per sample; no running update)."""
+    bound = bound_arguments(func, args, kwargs)
+    out: Tensor = torch.nn.functional.batch_norm(
+        bound["input"], stats[0], stats[1], bound.get("weight"), bound.get("bias"), False, 0.0, bound.get("eps", 1e-5)
+    )
+    return out
 
 
 class _PairedMode(DependencyMode):
@@ -283,6 +305,12 @@ class _PairedMode(DependencyMode):
                 raise HeadError("the head made more decisions on the layer's values than in its actual pass")
             self.decided += 1
             return self.decisions[self.decided - 1]  # the actual pass's: a constant in both passes
+        elif _is_training_batch_norm(name, func, args, kwargs):
+            # batch statistics mix the samples: held constant at the actual batch's, as a decision
+            if self.decisions is None:
+                raise _NeedsDecisions
+            self.decided += 1
+            out = _frozen_batch_norm(func, args, kwargs, self.decisions[self.decided - 1])
         elif kind is Kind.ELEMENTWISE:
             out = self._elementwise(func, name, args, kwargs, bound)
         elif kind is Kind.MAX_POOL:
@@ -309,8 +337,6 @@ class _PairedMode(DependencyMode):
         )
 
     def _check_affine(self, name: str, args: tuple[Any, ...], bound: dict[str, Any]) -> None:
-        if name == "batch_norm" and bound.get("training", False):
-            raise HeadError("batch norm in the head is in training mode; call model.eval() first")
         training = bound.get("training", bound.get("train", args[2] if len(args) > 2 else False))
         if "dropout" in name and training is True and float(bound.get("p", args[1] if len(args) > 1 else 0.5)) > 0:
             raise HeadError("dropout in the head is active (training mode); call model.eval() first")
