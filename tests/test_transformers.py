@@ -356,3 +356,57 @@ def test_video_models_give_maps_over_time_and_space(name: str, layout: str) -> N
         assert exp.raw.dim() == 4 and exp.maps.shape == (2, 8, 64, 64)
     lift = exps["lift-cam"]
     assert lift.delta is not None and lift.delta.abs().max() <= 1e-5 * max(1.0, float(lift.scores.abs().max()))
+
+
+class TinyConvNeXt(nn.Module):
+    """A stem, one ConvNeXt block (7x7 depthwise conv, channels-last LayerNorm, GELU MLP, residual) and the
+    ConvNeXt head (global average pooling, LayerNorm, linear)."""
+
+    def __init__(self, dim: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, stride=4)
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.head_norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.stem(x)
+        y = self.mlp(self.norm(self.dwconv(a).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return self.fc(self.head_norm((a + y).mean(dim=(2, 3))))
+
+
+def test_exact_shapley_on_a_tiny_convnext_equals_brute_force() -> None:
+    torch.manual_seed(0)
+    model = TinyConvNeXt().eval()
+    x = torch.randn(1, 3, 16, 16)
+    explainer = liftcam.Explainer(model, "stem")
+    exps = explainer(x, ["lift-cam", Shap(estimator="exact")])
+    captured = explainer.capture(x)
+    a = captured.activations[0]
+    cls = int(exps["shap"].targets[0])
+
+    def value(coalition: tuple[int, ...]) -> float:
+        kept = torch.zeros_like(a)
+        kept[list(coalition)] = a[list(coalition)]
+        with torch.no_grad():
+            return float(model.fc(model.head_norm(_block(model, kept[None]).mean(dim=(2, 3))))[0, cls])
+
+    expected = shapley_by_enumeration(value, a.shape[0])
+    assert exps["shap"].weights is not None
+    torch.testing.assert_close(exps["shap"].weights[0].double(), expected, rtol=1e-4, atol=1e-5)
+    lift = exps["lift-cam"]
+    assert lift.delta is not None and lift.delta.abs().max() < 1e-5
+
+
+def _block(model: TinyConvNeXt, a: Tensor) -> Tensor:
+    y = model.mlp(model.norm(model.dwconv(a).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+    return a + y
+
+
+def test_no_layer_picks_one_for_any_model() -> None:
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18().eval()
+    assert liftcam.explain(resnet, torch.randn(1, 3, 64, 64)).layer == "layer4"
+    assert liftcam.Explainer(TinyViT().eval()).layer == "blocks.0"  # the last-but-one block of two

@@ -299,7 +299,7 @@ class Explainer:
 def explain(  # type: ignore[overload-overlap]
     model: nn.Module,
     x: Tensor,
-    layer: str | nn.Module,
+    layer: str | nn.Module | None = ...,
     method: str | CamMethod = ...,
     targets: Targets = ...,
     reference: Reference = ...,
@@ -310,7 +310,7 @@ def explain(  # type: ignore[overload-overlap]
 def explain(
     model: nn.Module,
     x: Tensor,
-    layer: str | nn.Module,
+    layer: str | nn.Module | None,
     method: Sequence[str | CamMethod],
     targets: Targets = ...,
     reference: Reference = ...,
@@ -320,12 +320,13 @@ def explain(
 def explain(
     model: nn.Module,
     x: Tensor,
-    layer: str | nn.Module,
+    layer: str | nn.Module | None = None,
     method: str | CamMethod | Sequence[str | CamMethod] = "lift-cam",
     targets: Targets = None,
     reference: Reference = None,
 ) -> Explanation | dict[str, Explanation]:
-    """Explain ``model``'s decision on ``x`` with class activation maps at ``layer``.
+    """Explain ``model``'s decision on ``x`` with class activation maps at ``layer`` (None: a layer chosen by
+    :func:`liftcam.models.guess_layer`).
 
     ``method`` is one name of :data:`liftcam.METHODS` (returns an :class:`Explanation`) or a list of
     names (returns a dict; the body runs once and the head passes are shared). ``targets``: None
