@@ -85,29 +85,37 @@ class AdditiveTokenHead(nn.Module):
         return self.fc(tokens.mean(dim=1))
 
 
+def _presence_shapley(maps: Tensor, head: Any) -> Tensor:
+    """Shapley values of the channels of one image's maps (K, ...) by enumeration: a coalition keeps its
+    channels and zeroes the others; ``head`` maps (1, K, ...) to the explained score."""
+
+    def value(coalition: tuple[int, ...]) -> float:
+        kept = torch.zeros_like(maps)
+        kept[list(coalition)] = maps[list(coalition)]
+        with torch.no_grad():
+            return float(head(kept[None]))
+
+    return shapley_by_enumeration(value, maps.shape[0])
+
+
 def test_exact_shapley_on_a_tiny_transformer_equals_brute_force() -> None:
     """K = 8 channels of the first block's tokens, the class token kept at its value in every coalition."""
     torch.manual_seed(0)
     model = TinyViT().eval()
     x = torch.randn(1, 3, 16, 16)
-    explainer = liftcam.Explainer(model, "blocks.0")
-    exp = explainer(x, Shap(estimator="exact"))
-    captured = explainer.capture(x)
-    tokens = model.patch(x).flatten(2).transpose(1, 2)
-    block0 = dict(model.named_modules())["blocks.0"]
-    assert block0 is not None
-    a = captured.activations[0]
+    exp = liftcam.Explainer(model, "blocks.0")(x, Shap(estimator="exact"))
+    with torch.no_grad():
+        patches = model.patch(x).flatten(2).transpose(1, 2)
+        tokens = model.blocks[0](torch.cat([model.cls.expand(1, -1, -1), patches], dim=1))
+    maps = tokens[0, 1:].T.reshape(8, 4, 4)  # the patch tokens' 8 channels over the 4 x 4 grid
     cls = int(exp.targets[0])
 
-    def value(coalition: tuple[int, ...]) -> float:
-        kept = torch.zeros_like(a)
-        kept[list(coalition)] = a[list(coalition)]
-        with torch.no_grad():
-            return float(explainer.split.head(kept[None], captured.context)[0, cls])
+    def head(kept: Tensor) -> Tensor:  # the model after blocks.0, on the class token and the kept maps
+        rebuilt = torch.cat([tokens[:, :1], kept.flatten(2).transpose(1, 2)], dim=1)
+        return model.fc(model.norm(model.blocks[1](rebuilt))[:, 0])[0, cls]
 
-    expected = shapley_by_enumeration(value, a.shape[0])
-    assert exp.weights is not None and tokens.shape[-1] == 8
-    torch.testing.assert_close(exp.weights[0].double(), expected, rtol=1e-4, atol=1e-5)
+    assert exp.weights is not None
+    torch.testing.assert_close(exp.weights[0].double(), _presence_shapley(maps, head), rtol=1e-4, atol=1e-5)
 
 
 def test_lift_cam_equals_exact_shapley_where_the_token_head_is_additive() -> None:
@@ -383,19 +391,14 @@ def test_exact_shapley_on_a_tiny_convnext_equals_brute_force() -> None:
     x = torch.randn(1, 3, 16, 16)
     explainer = liftcam.Explainer(model, "stem")
     exps = explainer(x, ["lift-cam", Shap(estimator="exact")])
-    captured = explainer.capture(x)
-    a = captured.activations[0]
+    a = explainer.capture(x).activations[0]
     cls = int(exps["shap"].targets[0])
 
-    def value(coalition: tuple[int, ...]) -> float:
-        kept = torch.zeros_like(a)
-        kept[list(coalition)] = a[list(coalition)]
-        with torch.no_grad():
-            return float(model.fc(model.head_norm(_block(model, kept[None]).mean(dim=(2, 3))))[0, cls])
+    def head(kept: Tensor) -> Tensor:  # the model after the stem, by its own modules
+        return model.fc(model.head_norm(_block(model, kept).mean(dim=(2, 3))))[0, cls]
 
-    expected = shapley_by_enumeration(value, a.shape[0])
     assert exps["shap"].weights is not None
-    torch.testing.assert_close(exps["shap"].weights[0].double(), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(exps["shap"].weights[0].double(), _presence_shapley(a, head), rtol=1e-4, atol=1e-5)
     lift = exps["lift-cam"]
     assert lift.delta is not None and lift.delta.abs().max() < 1e-5
 
