@@ -186,7 +186,9 @@ class SplitModel(Protocol):
     layer: str
     module: nn.Module
     mode: Literal["graph", "rerun"]
-    view: MapView | None
+
+    @property
+    def view(self) -> MapView | None: ...
 
     def body(self, x: Tensor) -> Captured: ...
 
@@ -238,8 +240,9 @@ def _pick_call(layer: str, calls: int, call: int | None) -> int:
     return 0 if call is None else call - 1
 
 
-def _call_name(layer: str, calls: int, index: int) -> str:
-    return f"{layer}#{index + 1}" if calls > 1 else layer
+def call_name(layer: str, call: int | None) -> str:
+    """The layer's name as asked: ``"name#k"`` for a call given, else ``"name"``."""
+    return layer if call is None else f"{layer}#{call}"
 
 
 class GraphSplit:
@@ -259,15 +262,13 @@ class GraphSplit:
         self.layer = layer
         self.module = module
         self._views = _Views(model, layer, reshape, element)
-        self.view: MapView | None = None
         self._extra = 0
         tracer = _LeafTracer(module)
         graph = tracer.trace(model)
         qualname = tracer.path_of_module(module)
         calls = [n for n in graph.nodes if n.op == "call_module" and n.target == qualname]
-        index = _pick_call(layer, len(calls), call)
-        self.layer = _call_name(layer, 1 if call is None else len(calls), index)  # named as asked
-        target = calls[index]
+        target = calls[_pick_call(layer, len(calls), call)]
+        self.layer = call_name(layer, call)
         downstream = _reachable(target.users, lambda n: n.users)
         output = next(n for n in graph.nodes if n.op == "output")
         if output not in downstream:
@@ -305,7 +306,6 @@ class GraphSplit:
     def body(self, x: Tensor) -> Captured:
         output, *context = self._body(x)
         activations, extra = self._views.maps(output, x)
-        self.view = self._views.current
         self._extra = len(extra)
         return Captured(activations, (*context, *extra), tuple(x.shape[2:]), x)
 
@@ -315,6 +315,11 @@ class GraphSplit:
         # Context tensors are cloned: a head may update them in place (``out += identity``).
         fresh = tuple(c.clone() if isinstance(c, Tensor) else c for c in context)
         return model_output_logits(self._head(self._views.output(activations, extra), *fresh))
+
+    @property
+    def view(self) -> MapView | None:
+        """How the layer's output is seen as maps (None: it is channels-first maps); known after ``body``."""
+        return self._views.current
 
 
 def _lookup(node: torch.fx.Node, env: dict[torch.fx.Node, torch.fx.Node], graph: torch.fx.Graph) -> torch.fx.Node:
@@ -345,12 +350,11 @@ class RerunSplit:
         call: int | None = None,
         element: int | None = None,
     ) -> None:
-        self.layer = layer
+        self.layer = call_name(layer, call)
         self._name = layer
         self.module = module
         self._model = model
         self._views = _Views(model, layer, reshape, element)
-        self.view: MapView | None = None
         self._call = call
         self._index = 0
 
@@ -370,12 +374,14 @@ class RerunSplit:
             pass
         finally:
             handle.remove()
-        # the forward stopped at the call: the number of calls is unknown, a call given is named
         self._index = _pick_call(self._name, len(captured), self._call)
-        self.layer = _call_name(self._name, 1 if self._call is None else 2, self._index)
         activations, extra = self._views.maps(captured[self._index], x)
-        self.view = self._views.current
         return Captured(activations, (x, *extra), tuple(x.shape[2:]), x)
+
+    @property
+    def view(self) -> MapView | None:
+        """How the layer's output is seen as maps (None: it is channels-first maps); known after ``body``."""
+        return self._views.current
 
     def head(self, activations: Tensor, context: tuple[Any, ...]) -> Tensor:
         x, *extra = context

@@ -10,7 +10,7 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from .capture import Captured, OutputAdapter, SplitMode, parse_call, resolve_layer, split_model
+from .capture import Captured, OutputAdapter, SplitMode, call_name, parse_call, resolve_layer, split_model
 from .deeplift import paired_pass
 from .errors import HeadError, LiftCamError
 from .head import DEFAULT_MEMORY_BYTES, HeadEvaluator
@@ -116,8 +116,12 @@ class Explainer:
         name, module = resolve_layer(model, layer)
         self.model = model if output is None else OutputAdapter(model, output)
         self.split = split_model(self.model, module, split_mode, reshape, call, element)
-        self.split.layer = name + self.split.layer[self.split.layer.rfind("#") :] if "#" in self.split.layer else name
+        self.split.layer = call_name(name, call)  # the name in the user's model, not in the adapter
         self.lrp_epsilon = lrp_epsilon
+        # the input's spatial dimensions, from the first convolution: one input without its batch
+        # dimension is told apart from a batch
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        self._input_spatial = len(first_conv.kernel_size) if first_conv is not None else 2
 
     @property
     def layer(self) -> str:
@@ -128,9 +132,7 @@ class Explainer:
         the activations. One input without its batch dimension (C, H, W) is taken as a batch of one."""
         if not isinstance(x, Tensor):
             raise LiftCamError(f"input must be a torch.Tensor, not {type(x).__name__}")
-        first_conv = next((m for m in self.model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-        spatial = len(first_conv.kernel_size) if first_conv is not None else 2
-        if x.dim() == spatial + 1:
+        if x.dim() == self._input_spatial + 1:
             x = x.unsqueeze(0)
         if not x.is_floating_point():
             raise LiftCamError(f"input must be a float tensor, not {x.dtype}")
