@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .errors import HeadError, UnsupportedOperationError
-from .rules import Kind, rule_for
+from .rules import Kind, affine, channel_view, rule_for
 from .tracing import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, DependencyMode, iter_tensors, sum_to, supported_operations
 
 #: Calls to which the epsilon rule applies (captum's layers with rules).
@@ -131,15 +131,6 @@ def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name
     return args[position] if len(args) > position else kwargs.get(name, default)
 
 
-def _per_channel(t: Tensor | None, like: Tensor) -> Tensor | None:
-    return None if t is None else t.reshape(1, -1, *([1] * (like.dim() - 2)))
-
-
-def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-    y = y * weight if weight is not None else y
-    return y + bias if bias is not None else y
-
-
 def _frozen_normalisation(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[Tensor], Tensor]:
     """The normalisation as a linear function of its input: the actual input's standard deviation (or norm)
     held constant (AttnLRP)."""
@@ -152,10 +143,10 @@ def _frozen_normalisation(name: str, args: tuple[Any, ...], kwargs: dict[str, An
             eps = _argument(args, kwargs, 3, "eps", None)
             eps = torch.finfo(x.dtype).eps if eps is None else eps
             scale = torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + eps)
-            return lambda t: _affine(t * scale, weight, None)
+            return lambda t: affine(t * scale, weight, None)
         bias, eps = _argument(args, kwargs, 3, "bias", None), _argument(args, kwargs, 4, "eps", 1e-5)
         scale = torch.rsqrt(x.var(dim=dims, keepdim=True, unbiased=False) + eps)
-        return lambda t: _affine((t - t.mean(dim=dims, keepdim=True)) * scale, weight, bias)
+        return lambda t: affine((t - t.mean(dim=dims, keepdim=True)) * scale, weight, bias)
     if name in ("group_norm", "instance_norm"):
         if name == "group_norm":
             groups = _argument(args, kwargs, 1, "num_groups", 1)
@@ -170,7 +161,7 @@ def _frozen_normalisation(name: str, args: tuple[Any, ...], kwargs: dict[str, An
         def grouped(t: Tensor) -> Tensor:
             tg = t.reshape(t.shape[0], groups, -1)
             y = ((tg - tg.mean(dim=2, keepdim=True)) * scale).reshape(t.shape)
-            return _affine(y, _per_channel(weight, t), _per_channel(bias, t))
+            return affine(y, channel_view(weight, t), channel_view(bias, t))
 
         return grouped
     # normalize: x / max(||x||_p, eps)

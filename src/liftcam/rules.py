@@ -74,6 +74,17 @@ def _dims(x: Tensor, shape: Sequence[int] | int) -> tuple[int, ...]:
     return tuple(range(x.dim() - n, x.dim()))
 
 
+def channel_view(t: Tensor | None, like: Tensor) -> Tensor | None:
+    """A per-channel parameter (C,) shaped to broadcast against (B, C, ...)."""
+    return None if t is None else t.reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+def affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """``y * weight + bias``, either of them optional (a normalisation's elementwise affine)."""
+    y = y * weight if weight is not None else y
+    return y + bias if bias is not None else y
+
+
 def _normalise(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
     """``(x - mean) * rsqrt(var + eps)`` over ``dims``: centring, square, mean, rsqrt, product."""
     centred = x - x.mean(dim=dims, keepdim=True)
@@ -85,10 +96,7 @@ def layer_norm(
     input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None, bias: Tensor | None = None,
     eps: float = 1e-5,
 ) -> Tensor:  # fmt: skip
-    y = _normalise(input, _dims(input, normalized_shape), eps)
-    if weight is not None:
-        y = y * weight
-    return y + bias if bias is not None else y
+    return affine(_normalise(input, _dims(input, normalized_shape), eps), weight, bias)
 
 
 def rms_norm(
@@ -96,11 +104,7 @@ def rms_norm(
 ) -> Tensor:
     eps = torch.finfo(input.dtype).eps if eps is None else eps
     y = input * torch.rsqrt(torch.square(input).mean(dim=_dims(input, normalized_shape), keepdim=True) + eps)
-    return y * weight if weight is not None else y
-
-
-def _per_channel(t: Tensor, like: Tensor) -> Tensor:
-    return t.reshape(1, -1, *([1] * (like.dim() - 2)))
+    return affine(y, weight, None)
 
 
 def group_norm(
@@ -109,9 +113,7 @@ def group_norm(
     b = input.shape[0]
     grouped = input.reshape(b, num_groups, -1)
     y = _normalise(grouped, (2,), eps).reshape(input.shape)
-    if weight is not None:
-        y = y * _per_channel(weight, input)
-    return y + _per_channel(bias, input) if bias is not None else y
+    return affine(y, channel_view(weight, input), channel_view(bias, input))
 
 
 def instance_norm(
@@ -122,10 +124,10 @@ def instance_norm(
     if use_input_stats or running_mean is None or running_var is None:
         y = _normalise(input, tuple(range(2, input.dim())), eps)
     else:
-        y = (input - _per_channel(running_mean, input)) * _per_channel(torch.rsqrt(running_var + eps), input)
-    if weight is not None:
-        y = y * _per_channel(weight, input)
-    return y + _per_channel(bias, input) if bias is not None else y
+        mean, scale = channel_view(running_mean, input), channel_view(torch.rsqrt(running_var + eps), input)
+        assert mean is not None and scale is not None
+        y = (input - mean) * scale
+    return affine(y, channel_view(weight, input), channel_view(bias, input))
 
 
 def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:
