@@ -299,18 +299,10 @@ class _PairedMode(DependencyMode):
                     f"{self.layer!r}: {exc}"
                 ) from None
         elif kind is Kind.DECISION:
-            if self.decisions is None:
-                raise _NeedsDecisions
-            if self.decided >= len(self.decisions):
-                raise HeadError("the head made more decisions on the layer's values than in its actual pass")
-            self.decided += 1
-            return self.decisions[self.decided - 1]  # the actual pass's: a constant in both passes
+            return self._next_decision()  # the actual pass's: a constant in both passes
         elif _is_training_batch_norm(name, func, args, kwargs):
             # batch statistics mix the samples: held constant at the actual batch's, as a decision
-            if self.decisions is None:
-                raise _NeedsDecisions
-            self.decided += 1
-            out = _frozen_batch_norm(func, args, kwargs, self.decisions[self.decided - 1])
+            out = _frozen_batch_norm(func, args, kwargs, self._next_decision())
         elif kind is Kind.ELEMENTWISE:
             out = self._elementwise(func, name, args, kwargs, bound)
         elif kind is Kind.MAX_POOL:
@@ -329,6 +321,15 @@ class _PairedMode(DependencyMode):
             raise self._unsupported(func, name)
         self._mark(out, args, name, bound)
         return out
+
+    def _next_decision(self) -> Any:
+        """The actual pass's next decision (recorded by the probe pass; asked for when none was made)."""
+        if self.decisions is None:
+            raise _NeedsDecisions
+        if self.decided >= len(self.decisions):
+            raise HeadError("the head made more decisions on the layer's values than in its actual pass")
+        self.decided += 1
+        return self.decisions[self.decided - 1]
 
     def _unsupported(self, func: Any, name: str, detail: str = "") -> UnsupportedOperationError:
         return UnsupportedOperationError(

@@ -17,13 +17,14 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from .rules import Kind, names_of
+from .rules import RULES, Kind, names_of
 
 # The sets the LRP engine and the head analyses read, from the one table of rules (``rules.py``).
 ELEMENTWISE = names_of(Kind.ELEMENTWISE)
 MAXPOOL = names_of(Kind.MAX_POOL)
-DIVISION = frozenset({"div", "div_", "__truediv__", "__itruediv__", "true_divide", "divide"})
-PRODUCT = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"}) | (
+# division: a two-input call affine in its numerator only; products: affine in either operand
+DIVISION = frozenset(n for n, r in RULES.items() if r.kind is Kind.BINARY and r.affine_in == (0,))
+PRODUCT = frozenset(n for n, r in RULES.items() if r.kind is Kind.BINARY and r.affine_in == (0, 1)) | (
     names_of(Kind.BILINEAR) - {"einsum"}
 )
 # Affine in the tensor arguments that depend on A (for division: in the numerator).
