@@ -79,9 +79,9 @@ def _print_text(text: str) -> None:
     sys.stdout.write(shown(text))
 
 
-def failed_line(failed: Sequence[dict[str, Any]]) -> str:
-    """``liftcam: N file(s) failed: PATH (reason), ...``: every failed file with why."""
-    items = ", ".join(f"{f['file']} ({f['reason']})" for f in failed)
+def failed_line(failed: Sequence[tuple[str, str]]) -> str:
+    """``liftcam: N file(s) failed: PATH (reason), ...`` from (path, reason) pairs."""
+    items = ", ".join(f"{path} ({reason})" for path, reason in failed)
     return f"liftcam: {len(failed)} file(s) failed: {items}"
 
 
@@ -258,7 +258,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     tell(f"liftcam: explained {done} image(s) with {', '.join(run.methods)} -> {out / 'summary.json'}")
     failed = run.summary["failed"]
     if failed:
-        tell(failed_line(failed))
+        tell(failed_line([(f["file"], f["reason"]) for f in failed]))
         return EXIT_BAD_INPUT
     return 0
 
@@ -292,7 +292,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     _print_text(summary_markdown(summary))
     tell(f"liftcam: per-image records in {out / 'records.jsonl'}, {out / 'fidelity.csv'}")
     if summary["failed"]:
-        tell(failed_line([{"file": f["image"], "reason": f["reason"]} for f in summary["failed"]]))
+        tell(failed_line([(f["image"], f["reason"]) for f in summary["failed"]]))
         return EXIT_BAD_INPUT
     return 0
 
@@ -381,8 +381,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if summary["junk"]:
         tell(f"liftcam: warning: {summary['junk']} unreadable record line(s) skipped")
     if summary["failed"]:
-        failed = [{"file": f["image"], "reason": f.get("reason", f.get("error", "?"))} for f in summary["failed"]]
-        tell(failed_line(failed))
+        tell(failed_line([(f["image"], f["reason"]) for f in summary["failed"]]))
         return EXIT_BAD_INPUT
     return 0
 

@@ -45,7 +45,7 @@ from ..models import LoadedModel
 from ..shapley import Estimator, image_game, shapley_values
 from ..targets import resolve_targets
 from .files import open_text, tell, write_text_atomic
-from .records import RecordStore
+from .records import RecordStore, failed_records
 
 #: Methods with channel coefficients, compared by default.
 FIDELITY_METHODS: tuple[str, ...] = (
@@ -288,10 +288,7 @@ def write_reports(store: RecordStore, out: Path) -> dict[str, Any]:
         "stderr_max": max((r["stderr_max"] for r in refs), default=float("nan")),
         "ms": _mean_std([r["ms"] for r in refs]),
     }
-    summary["failed"] = sorted(
-        ({**r, "reason": r.get("reason", r.get("error", "?"))} for r in records if r["method"] == "error"),
-        key=lambda r: str(r["image"]),
-    )
+    summary["failed"] = failed_records(records)
     write_text_atomic(out / "summary.md", summary_markdown(summary))
     if rows:
         _plot(rows, methods, out / "fidelity.png")

@@ -66,6 +66,13 @@ def read_settings(directory: Path) -> dict[str, Any] | None:
     return stored
 
 
+def failed_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of files that could not be used (``method == "error"``), by file, each with a
+    ``reason`` (records written before reasons were stored give their error message)."""
+    failed = ({**r, "reason": str(r.get("reason", r.get("error", "?")))} for r in records if r["method"] == "error")
+    return sorted(failed, key=lambda r: str(r["image"]))
+
+
 class RecordStore:
     """``directory/records.jsonl`` (or ``name``) with resume and a settings guard.
 

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import LiftCamError
 from ..metrics import get_metric
 from .files import open_text, write_text_atomic
-from .records import RecordStore, read_settings
+from .records import RecordStore, failed_records, read_settings
 
 _SETTINGS_KEYS = ("data", "model", "weights", "layer", "methods", "metrics", "metric_parameters", "target", "score")
 
@@ -99,10 +99,7 @@ def summarize(directory: Path) -> dict[str, Any]:
         "table": table,
         "best": best,
         "images": len(images),
-        "failed": sorted(
-            ({**r, "error": str(r.get("error", "?"))} for r in records if r["method"] == "error"),
-            key=lambda r: str(r["image"]),
-        ),
+        "failed": failed_records(records),
         "records": records,
         "junk": junk,
     }
@@ -150,14 +147,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             cells.append(cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if summary["failed"]:
-        lines += ["", "Failed: " + ", ".join(f"{f['image']} ({_reason(f)})" for f in summary["failed"])]
+        lines += ["", "Failed: " + ", ".join(f"{f['image']} ({f['reason']})" for f in summary["failed"])]
     if summary["junk"]:
         lines += ["", f"{summary['junk']} record line(s) that could not be read were skipped."]
     return "\n".join(lines) + "\n"
-
-
-def _reason(failed: dict[str, Any]) -> str:
-    return str(failed.get("reason", failed.get("error", "?")))
 
 
 def _mean_curves(records: list[dict[str, Any]], methods: list[str], name: str) -> dict[str, np.ndarray]:
@@ -225,7 +218,7 @@ def _html(summary: dict[str, Any], directory: Path, has_curves: bool) -> str:
                 caption = html.escape(method)
                 cells.append(f'<figure><img src="examples/{overlay.name}"><figcaption>{caption}</figcaption></figure>')
         gallery.append(f'<div class="row">{"".join(cells)}</div>')
-    failed = "".join(f"<li>{html.escape(f['image'])}: {html.escape(_reason(f))}</li>" for f in summary["failed"])
+    failed = "".join(f"<li>{html.escape(f['image'])}: {html.escape(f['reason'])}</li>" for f in summary["failed"])
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>liftcam evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
