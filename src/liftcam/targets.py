@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -24,6 +26,10 @@ def resolve_targets(targets: Targets, logits: Tensor) -> Tensor:
     """
     batch = logits.shape[0]
     device = logits.device
+    if isinstance(targets, RegionTarget):
+        if targets.classes is None:
+            raise TargetError("a RegionTarget is bound to the model's output first (bind_targets)")
+        return targets.classes
     if callable(targets) and not isinstance(targets, Tensor):
         return torch.full((batch,), CUSTOM_TARGET, dtype=torch.long, device=device)
     if logits.dim() != 2:
@@ -58,6 +64,8 @@ def resolve_targets(targets: Targets, logits: Tensor) -> Tensor:
 
 def target_scores(targets: Targets, classes: Tensor, logits: Tensor) -> Tensor:
     """Scores (B,): ``logits[b, classes[b]]``, or the user's function of the logits."""
+    if isinstance(targets, RegionTarget):
+        return targets(logits)
     if callable(targets) and not isinstance(targets, Tensor):
         scores = targets(logits)
         if not isinstance(scores, Tensor) or scores.shape != (logits.shape[0],):
@@ -65,3 +73,92 @@ def target_scores(targets: Targets, classes: Tensor, logits: Tensor) -> Tensor:
             raise TargetError(f"the target function must return a tensor of shape (B,), got {shape}")
         return scores
     return logits.gather(1, classes[:, None])[:, 0]
+
+
+Box = tuple[float, float, float, float]
+Region = Tensor | Box | Literal["predicted", "all"]
+
+
+class RegionTarget:
+    """A dense output's score: class ``category``'s logits summed over a region of the output map,
+
+    ``s_b = sum_{(i, j) in M_b} y[b, c_b, i, j]``
+
+    as pytorch-grad-cam's ``SemanticSegmentationTarget``. ``region`` is a boolean mask (H, W) or (B, H, W)
+    at the output's resolution, a box ``(x0, y0, x1, y1)`` in output pixels (the end excluded), ``"predicted"``
+    (the pixels whose arg-max class is ``c``) or ``"all"``. ``category`` is one class for every image or one
+    per image (None: the class with the largest total logit over the output).
+
+    The region is fixed from the model's actual output (:meth:`bind`) before any score is computed: the
+    reference pass and every perturbation explain the same pixels, so the score is a linear function of
+    the output, and the arg-max of ``"predicted"`` is a decision of the actual pass, not of each pass.
+    """
+
+    def __init__(self, category: int | Sequence[int] | Tensor | None, region: Region = "predicted") -> None:
+        self.category = category
+        self.region = region
+        self.mask: Tensor | None = None  # (B, H, W), set by bind
+        self.classes: Tensor | None = None
+
+    def bind(self, logits: Tensor) -> RegionTarget:
+        """A copy with the class per image and the region's mask fixed from the actual ``logits`` (B, C, H, W)."""
+        if logits.dim() < 3:
+            raise TargetError(
+                f"a region target needs a dense output (B, C, H, W); the model's output has shape {tuple(logits.shape)}"
+            )
+        batch, _, *size = logits.shape
+        # None: the class with the largest total logit; range and batch checks as for a class
+        chosen = resolve_targets(self.category, logits.flatten(2).sum(2))  # range and batch checks, as for a class
+        region = self.region
+        if isinstance(region, str):
+            if region == "predicted":
+                mask = logits.argmax(dim=1) == chosen.view(-1, *([1] * len(size)))
+            elif region == "all":
+                mask = torch.ones(batch, *size, dtype=torch.bool, device=logits.device)
+            else:
+                raise TargetError(f"unknown region {region!r}; use a mask, a box, 'predicted' or 'all'")
+        elif isinstance(region, Tensor):
+            mask = region.to(device=logits.device)
+            if mask.dtype != torch.bool:
+                raise TargetError(f"a region mask must be boolean, not {mask.dtype}")
+            if tuple(mask.shape[-len(size) :]) != tuple(size) or mask.dim() not in (len(size), len(size) + 1):
+                raise TargetError(
+                    f"a region mask of shape {tuple(mask.shape)} does not fit the output's maps {tuple(size)}"
+                )
+            mask = mask.expand(batch, *size)
+        else:
+            mask = _box_mask(region, size, batch, logits.device)
+        empty = ~mask.flatten(1).any(dim=1)
+        if bool(empty.any()):
+            b = int(empty.nonzero()[0])
+            raise TargetError(f"the region of class {int(chosen[b])} in image {b} has no pixel")
+        bound = RegionTarget(self.category, self.region)
+        bound.mask, bound.classes = mask, chosen
+        return bound
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        if self.mask is None or self.classes is None:
+            raise TargetError("a RegionTarget is bound to the model's output before it gives scores")
+        index = self.classes.view(-1, 1, *([1] * (logits.dim() - 2)))
+        index = index.expand(-1, 1, *logits.shape[2:])
+        maps = logits.gather(1, index)[:, 0]
+        return (maps * self.mask.to(maps.dtype)).flatten(1).sum(dim=1)
+
+
+def _box_mask(box: Box, size: list[int], batch: int, device: torch.device) -> Tensor:
+    if len(size) != 2 or len(box) != 4:
+        raise TargetError(f"a box region is (x0, y0, x1, y1) on 2-D maps; got {box!r} for maps {tuple(size)}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+        raise TargetError(f"box {box!r} has no area")
+    height, width = size
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    inside_rows = (rows >= math.floor(y0)) & (rows < math.ceil(y1))
+    inside_cols = (cols >= math.floor(x0)) & (cols < math.ceil(x1))
+    return (inside_rows[:, None] & inside_cols[None, :]).expand(batch, height, width)
+
+
+def bind_targets(targets: Targets, logits: Tensor) -> Targets:
+    """Targets whose meaning depends on the actual output (a region's mask), fixed from ``logits``."""
+    return targets.bind(logits.detach()) if isinstance(targets, RegionTarget) else targets
