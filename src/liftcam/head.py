@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .capture import Captured, SplitModel
 from .maps import per_channel
-from .targets import Targets, target_scores
+from .targets import Targets, image_targets, target_scores
 
 #: Default memory budget for one chunk of head evaluations.
 DEFAULT_MEMORY_BYTES = 256 * 2**20
@@ -84,7 +84,7 @@ class HeadEvaluator:
                 part = activations[start : start + self.chunk]
                 logits = self.split.head(part, self.context_for(index, part.shape[0]))
                 classes = self.classes[index : index + 1].expand(part.shape[0])
-                out.append(target_scores(self.targets, classes, logits))
+                out.append(target_scores(image_targets(self.targets, index, part.shape[0]), classes, logits))
         return torch.cat(out)
 
     def coalition_scores(self, index: int, masks: Tensor, reference: Tensor) -> Tensor:

@@ -248,7 +248,7 @@ def guess_layer(model: nn.Module, name: str | None = None, input_size: int = 224
     if isinstance(returned, dict):
         for key in ("out", "high"):  # the deepest map the classifier reads (LRASPP reads "low" too)
             if key in returned.values():
-                return "backbone." + next(k for k, v in returned.items() if v == key)
+                return "backbone." + str(next(k for k, v in returned.items() if v == key))
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) >= 2 and prefix_tokens(model) is not None:
         return f"blocks.{len(blocks) - 2}"

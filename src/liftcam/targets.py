@@ -136,6 +136,15 @@ class RegionTarget:
         bound.mask, bound.classes = mask, chosen
         return bound
 
+    def image(self, index: int, n: int) -> RegionTarget:
+        """The bound target of image ``index`` for ``n`` evaluations of that image (perturbations)."""
+        if self.mask is None or self.classes is None:
+            raise TargetError("a RegionTarget is bound to the model's output before it gives scores")
+        one = RegionTarget(self.category, self.region)
+        one.mask = self.mask[index : index + 1].expand(n, *self.mask.shape[1:])
+        one.classes = self.classes[index : index + 1].expand(n)
+        return one
+
     def __call__(self, logits: Tensor) -> Tensor:
         if self.mask is None or self.classes is None:
             raise TargetError("a RegionTarget is bound to the model's output before it gives scores")
@@ -162,3 +171,8 @@ def _box_mask(box: Box, size: list[int], batch: int, device: torch.device) -> Te
 def bind_targets(targets: Targets, logits: Tensor) -> Targets:
     """Targets whose meaning depends on the actual output (a region's mask), fixed from ``logits``."""
     return targets.bind(logits.detach()) if isinstance(targets, RegionTarget) else targets
+
+
+def image_targets(targets: Targets, index: int, n: int) -> Targets:
+    """The targets of image ``index`` for ``n`` evaluations of that image (a region's mask repeated)."""
+    return targets.image(index, n) if isinstance(targets, RegionTarget) else targets

@@ -2,8 +2,8 @@
 
 ``M_k`` is the map ``A_k`` upsampled bilinearly to the input size and min-max scaled to [0, 1]
 (a constant map gives ``M_k = 0``); the model runs on every masked input, in batches, without autograd.
-All-zero masks (constant maps) are evaluated once. For a score function target, ``alpha_k`` is that
-function of the masked input's logits.
+All-zero masks (constant maps) are evaluated once. For a score function target (or a region of a
+dense output), ``alpha_k`` is that score of the masked input's output, without softmax.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..capture import model_output_logits
 from ..maps import INTERPOLATION, minmax
-from ..targets import CUSTOM_TARGET
+from ..targets import image_targets
 from .base import CamMethod, MethodInputs, Need
 
 
@@ -53,8 +53,10 @@ class ScoreCam(CamMethod):
                     masked = images[b : b + 1] * distinct[start : start + batch, None]
                     masked = masked.contiguous(memory_format=memory_format)
                     logits = model_output_logits(model(masked))
-                    if int(inputs.targets[b]) == CUSTOM_TARGET and inputs.score_function is not None:
-                        scores.append(inputs.score_function(logits))
+                    if inputs.score_function is not None:  # a function, or a region of a dense output
+                        score = image_targets(inputs.score_function, b, logits.shape[0])
+                        assert callable(score)
+                        scores.append(score(logits))
                     else:
                         scores.append(logits.softmax(dim=1)[:, inputs.targets[b]])
             values = torch.cat(scores)

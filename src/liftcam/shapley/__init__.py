@@ -27,7 +27,8 @@ Estimator = Literal["auto", "exact", "permutation", "kernel"]
 def image_game(evaluator: HeadEvaluator, index: int, reference: Tensor, fast: bool = True) -> CoalitionGame:
     """The activation-map game of image ``index``: the fast factored game where the head allows it."""
     cls = int(evaluator.classes[index])
-    if fast and cls >= 0:
+    # the factored games read one logit of a (N, C) output; a score function or a region is another score
+    if fast and cls >= 0 and not callable(evaluator.targets):
 
         def head(a: Tensor) -> Tensor:
             return evaluator.split.head(a, evaluator.context_for(index, a.shape[0]))
