@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from liftcam.cli import EXIT_BAD_INPUT, EXIT_ERROR, main
@@ -185,3 +186,30 @@ def test_a_group_leaves_out_what_the_head_has_no_rule_for(tmp_path: Path, capsys
         main(["explain", str(photo), "--model", "convnext_tiny", "--method", "cam", "--out", str(out), "--quiet"])
         == EXIT_ERROR
     )
+
+
+def test_segmenter_explains_each_predicted_class_over_its_pixels(tmp_path: Path) -> None:
+    photo = sample_photos()["coffee"]
+    out = tmp_path / "seg"
+    torch.manual_seed(0)  # the random weights: a prediction with a class besides the background
+    code = main(
+        ["explain", str(photo), "--model", "lraspp_mobilenet_v3_large", "--method", "lift-cam", "grad-cam",
+         "--target", "top2", "--out", str(out), "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    (entry,) = summary["images"]
+    folder = Path(entry["output_dir"])
+    assert (folder / entry["segmentation"]).is_file()
+    first, second = entry["explanations"]
+    assert first["class"] != second["class"]
+    assert first["region"] == "predicted" and first["region_pixels"] > 0
+    assert abs(first["methods"]["lift-cam"]["delta"]) <= 1e-4 * abs(first["score"])
+    for record in (first, second):
+        for item in record["methods"].values():
+            assert np.load(folder / item["raw"]).ndim == 2
+    # a class named as on the model's categories (VOC's for torchvision's segmenters)
+    assert main(["explain", str(photo), "--model", "lraspp_mobilenet_v3_large", "--method", "grad-cam",
+                 "--target", "cat", "--out", str(tmp_path / "cat"), "--quiet"]) == 0  # fmt: skip
+    cat = json.loads((tmp_path / "cat" / "summary.json").read_text())["images"][0]["explanations"]
+    assert [r["name"] for r in cat] == ["cat"]

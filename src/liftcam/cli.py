@@ -25,7 +25,8 @@ from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Need, get_method, samp
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
 from .runs.files import prepare_output_dir, shown, tell, write_json_atomic
-from .viz import save_grid, save_overlay
+from .targets import predicted_regions
+from .viz import save_grid, save_overlay, save_segmentation
 
 EXIT_BAD_INPUT = 1  # some input files could not be explained; the others were written
 EXIT_ERROR = 2  # nothing could be explained: bad model, layer, method or target
@@ -122,7 +123,13 @@ class _Run:
         if self.args.method[0] in METHOD_GROUPS and not self.checked:
             self._drop_inapplicable(captured)
         ranks: list[tuple[int, Any]] = []
-        if self.target.cls is not None:
+        labels = None
+        if self.loaded.task == "segmentation":  # each class explained over the pixels predicted as it
+            dense = self.explainer.logits(captured)
+            labels = dense.argmax(dim=1).cpu().numpy()
+            regions = predicted_regions(dense, self.target.cls, self.target.top)
+            ranks.extend((r + 1, region) for r, region in enumerate(regions))
+        elif self.target.cls is not None:
             ranks.append((1, self.target.cls))
         else:
             order = self.explainer.logits(captured).argsort(dim=1, descending=True)
@@ -133,7 +140,12 @@ class _Run:
             for rank, targets in ranks
         ]
         logits = next(iter(results[0][1].values())).logits
-        probs = logits.softmax(dim=1).cpu()
+        if labels is not None:  # a class's share of the pixels
+            probs = torch.stack(
+                [torch.from_numpy(labels == c).flatten(1).double().mean(1) for c in range(logits.shape[1])], 1
+            )
+        else:
+            probs = logits.softmax(dim=1).cpu()
         for i, (path, crop) in enumerate(zip(files, crops, strict=True)):
             folder = _unique_dir(self.out, path.stem, self.used)
             folder.mkdir(parents=True, exist_ok=True)
@@ -147,6 +159,10 @@ class _Run:
                 ],
                 "explanations": [],
             }
+            if labels is not None:
+                names = {c: self.class_name(c) for c in range(probs.shape[1])}
+                save_segmentation(folder / "segmentation.png", crop, labels[i], names)
+                entry["segmentation"] = "segmentation.png"
             for rank, explanations in results:
                 suffix = "" if len(results) == 1 else f"_top{rank}"
                 first = next(iter(explanations.values()))
@@ -159,6 +175,11 @@ class _Run:
                     "probability": float(probs[i, cls]),
                     "methods": {},
                 }
+                if labels is not None:
+                    region = dict(ranks)[rank].region
+                    assert isinstance(region, torch.Tensor)
+                    record["region_pixels"] = int(region[i].sum())
+                    record["region"] = "predicted" if bool((labels[i] == cls).any()) else "all"
                 heat: dict[str, np.ndarray] = {}
                 for name, exp in explanations.items():
                     stem = f"{name}{suffix}"

@@ -15,7 +15,7 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torchvision
@@ -26,6 +26,8 @@ from .errors import LayerError, ModelError
 from .layout import map_view, prefix_tokens
 
 LITE0 = "efficientnet-lite0"
+Task = Literal["classification", "segmentation"]
+SEGMENTATION_SIZE = 320  # input side for segmenters (CPU-friendly; torchvision evaluates at 520)
 LITE0_LAST_BLOCK = "features.16"  # last MBConv block: 320 x 7 x 7, nonlinear head
 LITE0_FINAL_CONV = "features.17"  # final 1x1 conv block: 1280 x 7 x 7, GAP + Linear head
 
@@ -40,6 +42,7 @@ class LoadedModel:
     preprocessing: Preprocessing
     categories: list[str]
     weights: str  # a description: "random", a weights name, or a file
+    task: Task = "classification"
 
 
 def imagenet_categories() -> list[str]:
@@ -48,8 +51,17 @@ def imagenet_categories() -> list[str]:
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`load_model`."""
-    return [LITE0, *sorted(torchvision.models.list_models(module=torchvision.models))]
+    """Names accepted by :func:`load_model`: classifiers, then segmenters."""
+    return [LITE0, *sorted(torchvision.models.list_models(module=torchvision.models)), *SEGMENTERS]
+
+
+#: torchvision's segmenters: ``{"out": (B, C, H, W)}`` per-pixel logits at the input's size.
+SEGMENTERS = tuple(sorted(torchvision.models.list_models(module=torchvision.models.segmentation)))
+
+
+def task_of(name: str) -> Task:
+    """What a named model does: ``"segmentation"`` for torchvision's segmenters, else ``"classification"``."""
+    return "segmentation" if name in SEGMENTERS else "classification"
 
 
 class EfficientNetLite0(nn.Module):
@@ -143,17 +155,21 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Prepro
     except (ValueError, KeyError):
         raise ModelError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
     transform = enum.DEFAULT.transforms()
+    # segmenters: a square crop of SEGMENTATION_SIZE (torchvision resizes the shorter side to 520, uncropped)
+    crop = getattr(transform, "crop_size", [SEGMENTATION_SIZE])
     preprocessing = Preprocessing(
-        resize=int(transform.resize_size[0]),
-        crop=int(transform.crop_size[0]),
+        resize=int(crop[0]) if task_of(name) == "segmentation" else int(transform.resize_size[0]),
+        crop=int(crop[0]),
         mean=tuple(transform.mean),
         std=tuple(transform.std),
         interpolation=transform.interpolation.value,
     )
+    # a segmenter's backbone would otherwise be downloaded pretrained
+    blank: dict[str, Any] = {"weights_backbone": None} if task_of(name) == "segmentation" else {}
     if weights in (None, "random"):
-        return torchvision.models.get_model(name, weights=None), "random", preprocessing
+        return torchvision.models.get_model(name, weights=None, **blank), "random", preprocessing
     if Path(weights).suffix in (".pth", ".pt", ".bin") or Path(weights).exists():
-        model = torchvision.models.get_model(name, weights=None)
+        model = torchvision.models.get_model(name, weights=None, **blank)
         _load_state(model, weights)
         return model, weights, preprocessing
     member = weights.split(".")[-1]
@@ -191,13 +207,19 @@ def load_model(name: str = LITE0, weights: str | None = None, device: str | torc
     else:
         model, description, preprocessing = _torchvision(name, weights)
     model = model.eval().to(target)
+    task = task_of(name)
+    if task == "segmentation":
+        categories = list(torchvision.models.get_model_weights(name).DEFAULT.meta["categories"])
+    else:
+        categories = imagenet_categories() if _num_classes(model) == 1000 else []
     return LoadedModel(
         name=name,
         model=model,
         default_layer=default_layer(name, model),
         preprocessing=preprocessing,
-        categories=imagenet_categories() if _num_classes(model) == 1000 else [],
+        categories=categories,
         weights=description,
+        task=task,
     )
 
 

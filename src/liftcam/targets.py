@@ -176,3 +176,27 @@ def bind_targets(targets: Targets, logits: Tensor) -> Targets:
 def image_targets(targets: Targets, index: int, n: int) -> Targets:
     """The targets of image ``index`` for ``n`` evaluations of that image (a region's mask repeated)."""
     return targets.image(index, n) if isinstance(targets, RegionTarget) else targets
+
+
+def predicted_regions(
+    logits: Tensor, category: int | None = None, top: int = 1, background: int | None = 0
+) -> list[RegionTarget]:
+    """Region targets of a segmenter's output (B, C, H, W): class ``category`` over the pixels predicted as
+    it, or else the ``top`` classes with the most predicted pixels (``background`` last), each over its
+    pixels. An image where a class has no pixel explains that class over the whole image."""
+    predicted = logits.argmax(dim=1)
+    batch, classes = logits.shape[:2]
+    if category is not None:
+        chosen = torch.full((1, batch), category, dtype=torch.long, device=logits.device)
+    else:
+        counts = torch.stack([(predicted == c).flatten(1).sum(1) for c in range(classes)], dim=1).double()
+        if background is not None and 0 <= background < classes:
+            counts[:, background] -= counts.new_tensor(float(predicted[0].numel() + 1))  # after every other
+        chosen = counts.argsort(dim=1, descending=True, stable=True)[:, : min(top, classes)].T
+    out = []
+    for classes_b in chosen:
+        mask = predicted == classes_b.view(-1, *([1] * (predicted.dim() - 1)))
+        empty = ~mask.flatten(1).any(dim=1)
+        mask[empty] = True
+        out.append(RegionTarget(classes_b, mask))
+    return out

@@ -68,3 +68,36 @@ def save_grid(
         fig.savefig(path, dpi=100)
     finally:
         plt.close(fig)
+
+
+def save_segmentation(
+    path: str | Path, image: Image.Image | np.ndarray, labels: np.ndarray, names: Mapping[int, str], alpha: float = 0.5
+) -> None:
+    """The predicted classes ``labels`` (H, W) blended over the image, with a legend of ``names``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    palette = _colormap("tab20")
+    present = [int(c) for c in np.unique(labels)]
+    colours: dict[int, tuple[float, float, float]] = {
+        c: tuple(float(v) for v in palette(c % 20)[:3])  # type: ignore[operator, misc]
+        for c in present
+    }
+    painted = np.zeros((*labels.shape, 3), dtype=np.float32)
+    for c, colour in colours.items():
+        painted[labels == c] = np.asarray(colour) * 255
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
+    blended = np.clip((1 - alpha) * rgb + alpha * painted, 0, 255).round().astype(np.uint8)
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    try:
+        ax.imshow(blended)
+        ax.axis("off")
+        handles = [Patch(color=colours[c], label=printable(names.get(c, str(c)))) for c in present]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
