@@ -203,6 +203,10 @@ class _LeafTracer(torch.fx.Tracer):
         self._leaf = leaf
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        # modules marked ``traced_whole = True`` (a detector's RoI scoring, whose Python reads shapes) are
+        # called as they are, their operations still seen by the head's engines
+        if getattr(m, "traced_whole", False):
+            return True
         return m is self._leaf or super().is_leaf_module(m, module_qualified_name)
 
 

@@ -297,6 +297,7 @@ _AFFINE = (
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
     "to", "float", "type_as", "masked_fill", "tril", "triu", "cumsum", "index_select", "gather", "take_along_dim",
     "diagonal", "tile", "unfold", "fold", "scatter", "where",
+    "roi_align",  # torchvision's: bilinear samples of the maps at given boxes, averaged (the boxes fixed)
 )  # fmt: skip
 _ELEMENTWISE = (
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_", "clip", "clip_",
@@ -370,6 +371,9 @@ class Decomposed(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
+        if name in _LINEAR_WITHOUT_SECOND_DERIVATIVE and isinstance(args[0], Tensor) and args[0].requires_grad:
+            rest = args[1:]
+            return _LinearOp.apply(args[0], lambda t: func(t, *rest, **kwargs))
         decompose = RULES[name].decompose if name in self.names else None
         if decompose is None:
             return func(*args, **kwargs)
@@ -385,3 +389,37 @@ def rule_for(name: str) -> Rule | None:
 def names_of(*kinds: Kind) -> frozenset[str]:
     """The operations of the given kinds."""
     return frozenset(name for name, rule in RULES.items() if rule.kind in kinds)
+
+
+#: Operations linear in their first input whose kernels have no double backward (torchvision's).
+_LINEAR_WITHOUT_SECOND_DERIVATIVE = frozenset({"roi_align"})
+
+
+class _LinearOp(torch.autograd.Function):
+    """``fn(x)`` for ``fn`` linear in ``x``; its backward is again a differentiable linear map, so second
+    derivatives exist (zero for ``fn`` itself) where ``fn``'s own kernel has none."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        ctx.fn, ctx.like = fn, x.detach()
+        return fn(x.detach())
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        return _LinearTranspose.apply(grad, ctx.fn, ctx.like), None
+
+
+class _LinearTranspose(torch.autograd.Function):
+    """``g -> J^T g`` of a linear ``fn``; its own backward is ``fn``."""
+
+    @staticmethod
+    def forward(ctx: Any, grad: Tensor, fn: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+        ctx.fn = fn
+        with torch.enable_grad():
+            x = torch.zeros_like(like).requires_grad_(True)
+            (out,) = torch.autograd.grad(fn(x), x, grad.detach())
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, h: Tensor) -> tuple[Tensor | None, ...]:
+        return _LinearOp.apply(h, ctx.fn), None, None

@@ -1,0 +1,255 @@
+"""Explain a two-stage detector's detections (torchvision's Faster R-CNN and Mask R-CNN).
+
+A detection ``j`` of the actual pass has a box, a label ``c_j`` and a score ``p_j``: the class probability
+of the region proposal ``P_j`` it was decoded from. Its explained score, as a function of the activations
+``A`` of a backbone layer, is that probability with the detector's discrete choices frozen:
+
+``s_j(A) = softmax(predictor(box_head(RoIAlign(FPN(rest(A)), P_j))))_{c_j}``
+
+The proposals (the RPN's top-k, NMS and score filtering), the box selection after the box head (score
+threshold, NMS, top-k) and the input's resizing are taken from the actual pass and held fixed in the
+reference pass and in every perturbation, so ``s_j`` is an ordinary function of ``A``: RoIAlign is linear
+in the maps for fixed boxes, and LIFT-CAM's summation-to-delta holds. This is the score pytorch-grad-cam's
+gradient sees too, since torchvision detaches the proposals (``FasterRCNNBoxScoreTarget`` adds the box's
+IoU, which is not part of this score).
+
+The explained detections are a batch: one copy of the image's activations per detection, so one call of
+every method explains all of them, each :class:`~liftcam.explain.Explanation` row a detection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from .capture import Captured
+from .errors import LiftCamError, ModelError, TargetError
+from .explain import Explainer, Explanation, Reference
+from .methods import CamMethod
+
+#: A detection chosen by its label and a box ``(x0, y0, x1, y1)`` in image pixels, matched by IoU.
+LabelledBox = tuple[int, tuple[float, float, float, float]]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detection of the actual pass: box in image pixels, label, score, and the proposal it came from."""
+
+    index: int
+    box: tuple[float, float, float, float]
+    label: int
+    score: float
+    proposal: tuple[float, float, float, float]  # in the detector's resized input
+
+
+@dataclass(frozen=True)
+class DetectionExplanation:
+    """The explained detections of one image and, per method, an :class:`Explanation` with one row each."""
+
+    detections: list[Detection]
+    explanations: dict[str, Explanation]
+    input_size: tuple[int, int]  # the detector's resized input (H, W) the maps are computed at
+
+
+class _FrozenRoiScores(nn.Module):
+    """The backbone's features (a dict of maps, batch B) to the scores (B, n) of the n frozen proposals'
+    labels: RoIAlign at the proposals, box head, softmax. Called whole in the head's graph."""
+
+    traced_whole = True
+
+    def __init__(self, roi_heads: nn.Module) -> None:
+        super().__init__()
+        self.roi_heads = roi_heads
+        self.proposals = torch.zeros(0, 4)
+        self.labels = torch.zeros(0, dtype=torch.long)
+        self.image_size = (0, 0)
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        batch = next(iter(features.values())).shape[0]
+        heads: Any = self.roi_heads  # torchvision's RoIHeads
+        pooled = heads.box_roi_pool(features, [self.proposals] * batch, [self.image_size] * batch)
+        class_logits, _ = heads.box_predictor(heads.box_head(pooled))
+        probabilities = F.softmax(class_logits, dim=-1)
+        picked = probabilities.gather(1, self.labels.repeat(batch)[:, None])[:, 0]
+        return picked.view(batch, self.proposals.shape[0])
+
+
+class _FrozenProposalScores(nn.Module):
+    """``x`` (B, 3, H, W), the detector's resized, normalised input, to the scores (B, n) of the n frozen
+    proposals' labels."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+        self.roi = _FrozenRoiScores(getattr(detector, "roi_heads"))  # noqa: B009 (a torchvision module)
+
+    def forward(self, x: Tensor) -> Tensor:
+        backbone: Any = self.detector.backbone
+        scores: Tensor = self.roi(backbone(x))
+        return scores
+
+
+def _check_two_stage(model: nn.Module) -> None:
+    needed = ("transform", "backbone", "rpn", "roi_heads")
+    missing = [name for name in needed if not hasattr(model, name)]
+    if missing or not hasattr(model.roi_heads, "box_predictor"):
+        raise ModelError(
+            f"{type(model).__name__} is not a two-stage torchvision detector "
+            f"(no {', '.join(missing) or 'box_predictor'})"
+        )
+
+
+def default_detection_layer(model: nn.Module) -> str:
+    """The backbone body's last returned stage (``backbone.body.layer4`` for ResNet-50 FPN)."""
+    body = getattr(getattr(model, "backbone", None), "body", None)
+    returned = getattr(body, "return_layers", None)
+    if not isinstance(returned, dict) or not returned:
+        raise ModelError(f"cannot find the backbone stages of {type(model).__name__}; pass layer=")
+    return "backbone.body." + str(list(returned)[-1])
+
+
+class DetectionExplainer:
+    """Explain detections of a torchvision two-stage detector (in eval mode) at a backbone layer.
+
+    Args:
+        model: ``fasterrcnn_*`` or ``maskrcnn_*`` from torchvision, or a model with the same parts.
+        layer: a layer of the detector (default: :func:`default_detection_layer`).
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
+        _check_two_stage(model)
+        self.model = model
+        self.scores = _FrozenProposalScores(model)
+        name = layer or default_detection_layer(model)
+        self.explainer = Explainer(self.scores, "detector." + name)
+        self.explainer.split.layer = name
+
+    @property
+    def layer(self) -> str:
+        return self.explainer.layer
+
+    def detect(self, image: Tensor) -> tuple[list[Detection], Tensor]:
+        """Run the detector on ``image`` (3, H, W) in [0, 1]; its detections, each with its proposal, and the
+        resized, normalised input (1, 3, h, w) the detector saw."""
+        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise LiftCamError(f"a detector's input is one RGB image (3, H, W), not {shape}")
+        if not bool(torch.isfinite(image).all()):
+            raise LiftCamError("the input contains NaN or infinite values")
+        seen: dict[str, Any] = {}
+        model: Any = self.model  # torchvision's GeneralizedRCNN
+
+        def keep_rpn(_m: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            seen["input"], seen["proposals"] = args[0].tensors, output[0][0]
+
+        def keep_predictor(_m: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+            seen["class_logits"], seen["box_regression"] = output
+
+        hooks = [
+            model.rpn.register_forward_hook(keep_rpn),
+            model.roi_heads.box_predictor.register_forward_hook(keep_predictor),
+        ]
+        try:
+            with torch.no_grad():
+                (found,) = model([image])
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if not isinstance(found, dict) or not {"boxes", "labels", "scores"} <= set(found):
+            raise ModelError("the detector's output is not torchvision's boxes/labels/scores per image")
+        x, proposals = seen["input"], seen["proposals"]
+        probabilities = F.softmax(seen["class_logits"], dim=-1)
+        decoded = model.roi_heads.box_coder.decode(seen["box_regression"], [proposals])
+        scale = torch.tensor([image.shape[-1] / x.shape[-1], image.shape[-2] / x.shape[-2]] * 2, device=decoded.device)
+        detections = []
+        for k, (box, label, score) in enumerate(zip(found["boxes"], found["labels"], found["scores"], strict=True)):
+            c = int(label)
+            candidates = (probabilities[:, c] == score).nonzero()[:, 0]
+            if candidates.numel() == 0:  # never seen with torchvision's own post-processing
+                raise ModelError(f"detection {k} matches no proposal of the actual pass")
+            distance = ((decoded[candidates, c] * scale) - box).abs().sum(dim=1)
+            p = int(candidates[distance.argmin()])
+            detections.append(
+                Detection(
+                    k,
+                    tuple(float(v) for v in box),  # type: ignore[arg-type]
+                    c,
+                    float(score),
+                    tuple(float(v) for v in proposals[p]),  # type: ignore[arg-type]
+                )
+            )
+        return detections, x
+
+    def __call__(
+        self,
+        image: Tensor,
+        method: str | CamMethod | Sequence[str | CamMethod] = "lift-cam",
+        detections: int | Sequence[int] | Sequence[LabelledBox] | None = None,
+        reference: Reference = None,
+        iou_threshold: float = 0.5,
+    ) -> DetectionExplanation:
+        """Explain ``detections`` of ``image`` (3, H, W) in [0, 1] with one or several methods.
+
+        ``detections``: None (every detection, in the detector's order, at most 10), the indices of the
+        detector's output, or ``(label, box)`` pairs each matched to the detection of that label with the
+        highest IoU (at least ``iou_threshold``).
+        """
+        found, x = self.detect(image)
+        chosen = _choose(found, detections, iou_threshold)
+        roi = self.scores.roi
+        roi.proposals = torch.tensor([d.proposal for d in chosen], dtype=x.dtype, device=x.device)
+        roi.labels = torch.tensor([d.label for d in chosen], dtype=torch.long, device=x.device)
+        roi.image_size = (int(x.shape[-2]), int(x.shape[-1]))
+        one = self.explainer.capture(x)
+        n = len(chosen)
+        captured = Captured(
+            one.activations.expand(n, *one.activations.shape[1:]).clone(),
+            tuple(c.expand(n, *c.shape[1:]).clone() if isinstance(c, Tensor) else c for c in one.context),
+            one.input_size,
+            x.expand(n, *x.shape[1:]),
+        )
+        specs = [method] if isinstance(method, (str, CamMethod)) else list(method)
+        targets = torch.arange(n, device=x.device)
+        explanations = self.explainer.explain_captured(captured, specs, targets, reference)
+        return DetectionExplanation(chosen, explanations, (int(x.shape[-2]), int(x.shape[-1])))
+
+
+def _choose(
+    found: list[Detection], wanted: int | Sequence[int] | Sequence[LabelledBox] | None, iou_threshold: float
+) -> list[Detection]:
+    if not found:
+        raise TargetError("the detector found nothing in this image (lower its box_score_thresh)")
+    if wanted is None:
+        return found[:10]
+    if isinstance(wanted, int):
+        wanted = [wanted]
+    chosen = []
+    for item in wanted:
+        if isinstance(item, int):
+            if not 0 <= item < len(found):
+                raise TargetError(f"detection {item} is out of range: the detector found {len(found)}")
+            chosen.append(found[item])
+            continue
+        label, box = item
+        same = [d for d in found if d.label == label]
+        if not same:
+            raise TargetError(f"no detection of label {label}")
+        ious = box_iou(
+            torch.tensor([box], dtype=torch.float64), torch.tensor([d.box for d in same], dtype=torch.float64)
+        )
+        best = int(ious[0].argmax())
+        if float(ious[0, best]) < iou_threshold:
+            raise TargetError(
+                f"no detection of label {label} overlaps box {box} with IoU >= {iou_threshold} "
+                f"(best {float(ious[0, best]):.2f})"
+            )
+        chosen.append(same[best])
+    if not chosen:
+        raise TargetError("no detection chosen")
+    return chosen

@@ -1,0 +1,134 @@
+"""Detection: a two-stage detector's detections explained with its discrete choices frozen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torchvision
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch import Tensor, nn
+
+from liftcam.data import sample_photos
+from liftcam.detection import DetectionExplainer
+from liftcam.errors import ModelError, TargetError
+from liftcam.maps import minmax
+
+SIDE = 160
+
+
+def _detector() -> nn.Module:
+    """Random weights (no pretrained detector offline), every box kept (score threshold 0), no resizing of
+    a SIDE x SIDE input."""
+    torch.manual_seed(0)
+    model: Any = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0, min_size=SIDE, max_size=SIDE
+    )
+    # batch-norm statistics from a few images, else the random backbone's maps vanish (std ~1e-8)
+    for m in model.backbone.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    model.backbone.train()
+    with torch.no_grad():
+        model.backbone(torch.rand(8, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():  # logits of a few units, not thousands: probabilities that are not all 0 or 1
+        model.roi_heads.box_predictor.cls_score.weight.mul_(1e-3)
+    result: nn.Module = model.eval()
+    return result
+
+
+@pytest.fixture(scope="module")
+def detector() -> nn.Module:
+    return _detector()
+
+
+@pytest.fixture(scope="module")
+def image() -> Tensor:
+    photo = Image.open(sample_photos()["astronaut"]).convert("RGB").resize((SIDE, SIDE))
+    return TF.to_tensor(photo)
+
+
+def test_lift_cam_conserves_for_each_detection_and_scores_are_the_detectors(detector: nn.Module, image: Tensor) -> None:
+    explainer = DetectionExplainer(detector)
+    assert explainer.layer == "backbone.body.16"
+    with torch.no_grad():
+        (out,) = detector([image])
+    result = explainer(image, ["lift-cam", "grad-cam", "lrp-cam", "shapley-cam"], detections=[0, 1, 2, 3])
+    assert [d.index for d in result.detections] == [0, 1, 2, 3]
+    for d in result.detections:
+        assert d.label == int(out["labels"][d.index]) and d.score == float(out["scores"][d.index])
+    lift = result.explanations["lift-cam"]
+    torch.testing.assert_close(lift.scores, out["scores"][:4])
+    assert len(set(lift.scores.tolist())) == 4  # different detections, different scores
+    assert lift.delta is not None and lift.weights is not None
+    assert float((lift.delta.abs() / lift.scores.abs()).max()) < 1e-4
+    assert lift.maps.shape == (4, SIDE, SIDE)
+    for exp in result.explanations.values():
+        assert bool(torch.isfinite(exp.raw).all())
+    assert not torch.allclose(lift.raw[0], lift.raw[1])
+
+
+def test_the_reference_pass_keeps_the_actual_proposals(detector: nn.Module, image: Tensor) -> None:
+    """At A = 0 the detector itself would propose other boxes; the explained score keeps the actual ones."""
+    explainer = DetectionExplainer(detector)
+    result = explainer(image, "lift-cam", detections=[0, 1])
+    lift = result.explanations["lift-cam"]
+    assert lift.weights is not None
+
+    layer = dict(detector.named_modules())[explainer.layer]
+    proposals: dict[str, Tensor] = {}
+
+    def keep(_m: nn.Module, _args: Any, out: Any) -> None:
+        proposals["zero"] = out[0][0]
+
+    handles = [
+        layer.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out)),
+        detector.rpn.register_forward_hook(keep),
+    ]
+    try:
+        with torch.no_grad():
+            detector([image])
+    finally:
+        for handle in handles:
+            handle.remove()
+    actual = torch.tensor([d.proposal for d in result.detections])
+    assert not all(bool((proposals["zero"] == box).all(dim=1).any()) for box in actual)
+
+    # the frozen game: F(R) at the actual proposals, from the same scoring module
+    captured = explainer.explainer.capture(explainer.detect(image)[1])
+    captured.activations.zero_()
+    roi = explainer.scores.roi
+    roi.proposals, roi.labels = actual, torch.tensor([d.label for d in result.detections])
+    reference = explainer.explainer.logits(captured)[0]
+    torch.testing.assert_close(lift.weights.sum(1), lift.scores - reference, rtol=1e-4, atol=1e-6)
+
+
+def test_grad_cam_equals_pytorch_grad_cam_on_a_detection(detector: nn.Module, image: Tensor) -> None:
+    pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+    explainer = DetectionExplainer(detector)
+    ours = explainer(image, "grad-cam", detections=[2]).explanations["grad-cam"]
+
+    layer = dict(detector.named_modules())[explainer.layer]
+    with pytorch_grad_cam.GradCAM(model=detector, target_layers=[layer]) as cam:
+        peer = torch.from_numpy(cam(input_tensor=image[None], targets=[lambda out: out["scores"][2]]))
+    expected = minmax(peer)
+    assert float((ours.maps - expected).abs().max()) < 2e-3
+    assert ours.maps.std() > 0.05
+
+
+def test_detections_chosen_by_label_and_box_and_bad_choices_refused(detector: nn.Module, image: Tensor) -> None:
+    explainer = DetectionExplainer(detector)
+    found, _ = explainer.detect(image)
+    third = found[3]
+    result = explainer(image, "grad-cam", detections=[(third.label, third.box)])
+    assert result.detections == [third]
+    with pytest.raises(TargetError, match="out of range"):
+        explainer(image, "grad-cam", detections=[len(found)])
+    with pytest.raises(TargetError, match="IoU"):
+        explainer(image, "grad-cam", detections=[(third.label, (0.0, 0.0, 1.0, 1.0))])
+    with pytest.raises(ModelError, match="two-stage"):
+        DetectionExplainer(torchvision.models.resnet18())
+    hooks_left = [m for m in detector.modules() if m._forward_hooks]
+    assert hooks_left == []
