@@ -213,3 +213,27 @@ def test_segmenter_explains_each_predicted_class_over_its_pixels(tmp_path: Path)
                  "--target", "cat", "--out", str(tmp_path / "cat"), "--quiet"]) == 0  # fmt: skip
     cat = json.loads((tmp_path / "cat" / "summary.json").read_text())["images"][0]["explanations"]
     assert [r["name"] for r in cat] == ["cat"]
+
+
+def test_detector_draws_its_detections_and_explains_the_first_ones(tmp_path: Path) -> None:
+    photo = sample_photos()["astronaut"]
+    out = tmp_path / "det"
+    torch.manual_seed(0)
+    code = main(
+        ["explain", str(photo), "--model", "fasterrcnn_mobilenet_v3_large_320_fpn", "--task", "detection",
+         "--method", "lift-cam", "grad-cam", "--target", "top2", "--out", str(out), "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    (entry,) = json.loads((out / "summary.json").read_text())["images"]
+    folder = Path(entry["output_dir"])
+    assert Image.open(folder / entry["detections_picture"]).size == Image.open(photo).size
+    assert len(entry["detections"]) >= 2
+    first, second = entry["explanations"]
+    assert (first["detection"], second["detection"]) == (0, 1)
+    assert first["score"] == entry["detections"][0]["score"]
+    lift = first["methods"]["lift-cam"]
+    assert abs(lift["delta"]) <= 1e-4 * max(abs(first["score"]), 1e-6)
+    assert Image.open(folder / lift["overlay"]).size == Image.open(photo).size
+    # a detector is not a classifier
+    assert main(["explain", str(photo), "--model", "resnet18", "--task", "detection", "--out",
+                 str(tmp_path / "bad"), "--quiet"]) == EXIT_ERROR  # fmt: skip

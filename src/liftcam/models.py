@@ -26,7 +26,7 @@ from .errors import LayerError, ModelError
 from .layout import map_view, prefix_tokens
 
 LITE0 = "efficientnet-lite0"
-Task = Literal["classification", "segmentation"]
+Task = Literal["classification", "segmentation", "detection"]
 SEGMENTATION_SIZE = 320  # input side for segmenters (CPU-friendly; torchvision evaluates at 520)
 LITE0_LAST_BLOCK = "features.16"  # last MBConv block: 320 x 7 x 7, nonlinear head
 LITE0_FINAL_CONV = "features.17"  # final 1x1 conv block: 1280 x 7 x 7, GAP + Linear head
@@ -52,16 +52,24 @@ def imagenet_categories() -> list[str]:
 
 def available_models() -> list[str]:
     """Names accepted by :func:`load_model`: classifiers, then segmenters."""
-    return [LITE0, *sorted(torchvision.models.list_models(module=torchvision.models)), *SEGMENTERS]
+    return [LITE0, *sorted(torchvision.models.list_models(module=torchvision.models)), *SEGMENTERS, *DETECTORS]
 
 
 #: torchvision's segmenters: ``{"out": (B, C, H, W)}`` per-pixel logits at the input's size.
 SEGMENTERS = tuple(sorted(torchvision.models.list_models(module=torchvision.models.segmentation)))
 
 
+#: torchvision's two-stage detectors (Faster R-CNN, Mask R-CNN, Keypoint R-CNN): see :mod:`liftcam.detection`.
+DETECTORS = tuple(
+    name
+    for name in sorted(torchvision.models.list_models(module=torchvision.models.detection))
+    if name.startswith(("fasterrcnn", "maskrcnn", "keypointrcnn"))
+)
+
+
 def task_of(name: str) -> Task:
-    """What a named model does: ``"segmentation"`` for torchvision's segmenters, else ``"classification"``."""
-    return "segmentation" if name in SEGMENTERS else "classification"
+    """What a named model does: segmentation or detection for torchvision's segmenters and detectors."""
+    return "segmentation" if name in SEGMENTERS else "detection" if name in DETECTORS else "classification"
 
 
 class EfficientNetLite0(nn.Module):
@@ -155,6 +163,9 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Prepro
     except (ValueError, KeyError):
         raise ModelError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
     transform = enum.DEFAULT.transforms()
+    task = task_of(name)
+    if task == "detection":  # the detector resizes its input itself
+        transform = torchvision.models.ResNet50_Weights.DEFAULT.transforms()
     # segmenters: a square crop of SEGMENTATION_SIZE (torchvision resizes the shorter side to 520, uncropped)
     crop = getattr(transform, "crop_size", [SEGMENTATION_SIZE])
     preprocessing = Preprocessing(
@@ -164,10 +175,12 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Prepro
         std=tuple(transform.std),
         interpolation=transform.interpolation.value,
     )
-    # a segmenter's backbone would otherwise be downloaded pretrained
-    blank: dict[str, Any] = {"weights_backbone": None} if task_of(name) == "segmentation" else {}
+    # a segmenter's or detector's backbone would otherwise be downloaded pretrained
+    blank: dict[str, Any] = {"weights_backbone": None} if task != "classification" else {}
     if weights in (None, "random"):
-        return torchvision.models.get_model(name, weights=None, **blank), "random", preprocessing
+        # a random detector keeps every box (score threshold 0): else it returns none
+        random_extra: dict[str, Any] = {"box_score_thresh": 0.0} if task == "detection" else {}
+        return torchvision.models.get_model(name, weights=None, **blank, **random_extra), "random", preprocessing
     if Path(weights).suffix in (".pth", ".pt", ".bin") or Path(weights).exists():
         model = torchvision.models.get_model(name, weights=None, **blank)
         _load_state(model, weights)
@@ -208,7 +221,7 @@ def load_model(name: str = LITE0, weights: str | None = None, device: str | torc
         model, description, preprocessing = _torchvision(name, weights)
     model = model.eval().to(target)
     task = task_of(name)
-    if task == "segmentation":
+    if task != "classification":
         categories = list(torchvision.models.get_model_weights(name).DEFAULT.meta["categories"])
     else:
         categories = imagenet_categories() if _num_classes(model) == 1000 else []
@@ -231,7 +244,11 @@ def _num_classes(model: nn.Module) -> int | None:
 def default_layer(name: str, model: Any) -> str:
     """The layer explained by default: the last convolutional stage before the classifier; for a vision
     transformer, the residual stream after the last-but-one block (the head is then one block, the final
-    norm and the classifier)."""
+    norm and the classifier); for a detector, the backbone body's last stage."""
+    if task_of(name) == "detection":
+        from .detection import default_detection_layer
+
+        return default_detection_layer(model)
     if name == LITE0:
         return LITE0_FINAL_CONV
     if name in ("r3d_18", "mc3_18", "r2plus1d_18"):  # video: (B, K, t, h, w) maps

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +101,31 @@ def save_segmentation(
         fig.savefig(path, dpi=100)
     finally:
         plt.close(fig)
+
+
+def draw_boxes(
+    image: Image.Image | np.ndarray,
+    boxes: Sequence[Sequence[float]],
+    captions: Sequence[str],
+    highlight: Sequence[int] = (),
+) -> np.ndarray:
+    """The image (H, W, 3) uint8 with ``boxes`` ``(x0, y0, x1, y1)`` drawn and captioned; ``highlight`` thicker."""
+    import torch
+    from torchvision.utils import draw_bounding_boxes
+
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
+    if not boxes:
+        return rgb.copy()
+    picture = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    chosen = set(highlight)
+    thin = [i for i in range(len(boxes)) if i not in chosen]
+    for group, width, colour in ((thin, 1, "white"), (sorted(chosen), 3, "yellow")):
+        if group:
+            picture = draw_bounding_boxes(
+                picture,
+                torch.tensor([list(boxes[i]) for i in group], dtype=torch.float32),
+                [printable(captions[i]) for i in group],
+                colors=colour,
+                width=width,
+            )
+    return np.ascontiguousarray(picture.permute(1, 2, 0).numpy())
