@@ -69,9 +69,14 @@ class _FrozenRoiScores(nn.Module):
         self.proposals = torch.zeros(0, 4)
         self.labels = torch.zeros(0, dtype=torch.long)
         self.image_size = (0, 0)
+        self.keep_features = False  # set while the detector's own pass reads the head's features
+        self.features: dict[str, Tensor] | None = None
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         batch = next(iter(features.values())).shape[0]
+        if self.keep_features:
+            self.features = features
+            return next(iter(features.values())).new_zeros(batch, 0)
         heads: Any = self.roi_heads  # torchvision's RoIHeads
         pooled = heads.box_roi_pool(features, [self.proposals] * batch, [self.image_size] * batch)
         class_logits, _ = heads.box_predictor(heads.box_head(pooled))
@@ -93,6 +98,17 @@ class _FrozenProposalScores(nn.Module):
         backbone: Any = self.detector.backbone
         scores: Tensor = self.roi(backbone(x))
         return scores
+
+
+class _Features(nn.Module):
+    """Stands in for the detector's backbone during its pass: the features already computed."""
+
+    def __init__(self, features: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, _x: Tensor) -> dict[str, Tensor]:
+        return self.features
 
 
 def _check_two_stage(model: nn.Module) -> None:
@@ -137,6 +153,25 @@ class DetectionExplainer:
     def detect(self, image: Tensor) -> tuple[list[Detection], Tensor]:
         """Run the detector on ``image`` (3, H, W) in [0, 1]; its detections, each with its proposal, and the
         resized, normalised input (1, 3, h, w) the detector saw."""
+        detections, captured = self._detect(image)
+        assert captured.inputs is not None
+        return detections, captured.inputs
+
+    def _backbone_features(self, captured: Captured) -> dict[str, Tensor]:
+        """The backbone's features from the captured activations: the head's first part."""
+        roi = self.scores.roi
+        roi.keep_features = True
+        try:
+            with torch.no_grad():
+                self.explainer.split.head(captured.activations, captured.context)
+            assert roi.features is not None
+            return roi.features
+        finally:
+            roi.keep_features, roi.features = False, None
+
+    def _detect(self, image: Tensor) -> tuple[list[Detection], Captured]:
+        """:meth:`detect`, and the layer's activations captured on the way: the backbone runs once, split at
+        the layer, and the detector's own forward continues from its features."""
         if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
             shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise LiftCamError(f"a detector's input is one RGB image (3, H, W), not {shape}")
@@ -151,14 +186,20 @@ class DetectionExplainer:
         def keep_predictor(_m: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
             seen["class_logits"], seen["box_regression"] = output
 
+        with torch.no_grad():
+            resized = model.transform([image])[0].tensors
+        captured = self.explainer.capture(resized)
+        backbone = model.backbone
         hooks = [
             model.rpn.register_forward_hook(keep_rpn),
             model.roi_heads.box_predictor.register_forward_hook(keep_predictor),
         ]
         try:
+            model.backbone = _Features(self._backbone_features(captured))
             with torch.no_grad():
                 (found,) = model([image])
         finally:
+            model.backbone = backbone
             for hook in hooks:
                 hook.remove()
         if not isinstance(found, dict) or not {"boxes", "labels", "scores"} <= set(found):
@@ -184,7 +225,7 @@ class DetectionExplainer:
                     tuple(float(v) for v in proposals[p]),  # type: ignore[arg-type]
                 )
             )
-        return detections, x
+        return detections, captured
 
     def __call__(
         self,
@@ -200,13 +241,14 @@ class DetectionExplainer:
         detector's output, or ``(label, box)`` pairs each matched to the detection of that label with the
         highest IoU (at least ``iou_threshold``).
         """
-        found, x = self.detect(image)
+        found, one = self._detect(image)
+        assert one.inputs is not None
+        x = one.inputs
         chosen = _choose(found, detections, iou_threshold)
         roi = self.scores.roi
         roi.proposals = torch.tensor([d.proposal for d in chosen], dtype=x.dtype, device=x.device)
         roi.labels = torch.tensor([d.label for d in chosen], dtype=torch.long, device=x.device)
         roi.image_size = (int(x.shape[-2]), int(x.shape[-1]))
-        one = self.explainer.capture(x)
         n = len(chosen)
         captured = Captured(
             one.activations.expand(n, *one.activations.shape[1:]).clone(),
