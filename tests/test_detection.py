@@ -128,7 +128,43 @@ def test_detections_chosen_by_label_and_box_and_bad_choices_refused(detector: nn
         explainer(image, "grad-cam", detections=[len(found)])
     with pytest.raises(TargetError, match="IoU"):
         explainer(image, "grad-cam", detections=[(third.label, (0.0, 0.0, 1.0, 1.0))])
-    with pytest.raises(ModelError, match="two-stage"):
+    with pytest.raises(ModelError, match="not a torchvision detector"):
         DetectionExplainer(torchvision.models.resnet18())
     hooks_left = [m for m in detector.modules() if m._forward_hooks]
     assert hooks_left == []
+
+
+SINGLE_STAGE = {
+    "retinanet_resnet50_fpn": ("retinanet", "backbone.body.layer4"),
+    "fcos_resnet50_fpn": ("fcos", "backbone.body.layer4"),
+    "ssdlite320_mobilenet_v3_large": ("ssd", "backbone.features.1"),
+}
+
+
+@pytest.mark.parametrize("name", list(SINGLE_STAGE))
+def test_single_stage_detections_are_explained_at_their_frozen_anchor(name: str, image: Tensor) -> None:
+    torch.manual_seed(0)
+    size = {"min_size": SIDE, "max_size": SIDE} if "ssd" not in name else {}  # SSDlite: its own 320 x 320
+    model: Any = torchvision.models.get_model(name, weights=None, weights_backbone=None, score_thresh=0.0, **size)
+    model.eval()
+    explainer = DetectionExplainer(model)
+    kind, layer = SINGLE_STAGE[name]
+    assert (explainer.kind, explainer.layer) == (kind, layer)
+    with torch.no_grad():
+        (out,) = model([image])
+    result = explainer(image, ["lift-cam", "grad-cam"], detections=[0, 1])
+    lift = result.explanations["lift-cam"]
+    torch.testing.assert_close(lift.scores, out["scores"][:2], rtol=0, atol=0)  # the detector's own scores
+    assert all(d.anchor >= 0 for d in result.detections)
+    assert lift.delta is not None
+    assert float((lift.delta.abs() / lift.scores.abs()).max()) < 1e-4
+    assert bool(torch.isfinite(result.explanations["grad-cam"].raw).all())
+
+
+def test_maps_cover_the_padded_input_and_the_image_size_is_given(detector: nn.Module, image: Tensor) -> None:
+    wide = torch.nn.functional.interpolate(image[None], size=(SIDE, SIDE * 3 // 2), mode="bilinear")[0]
+    result = DetectionExplainer(detector)(wide, "grad-cam", detections=[0])
+    height, width = result.image_size
+    assert (height, width) == (SIDE * 2 // 3, SIDE)  # max_size SIDE: the long side scaled to SIDE
+    assert result.input_size == (128, SIDE)  # padded to a multiple of 32
+    assert result.explanations["grad-cam"].maps.shape[1:] == result.input_size

@@ -365,12 +365,13 @@ def _explain_detections(
                 "explanations": [],
             }  # fmt: skip
             size = (image.height, image.width)
+            shown_h, shown_w = result.image_size  # the maps' padding (to a multiple of 32) left out
             for row, d in enumerate(result.detections):
                 record: dict[str, Any] = {"detection": d.index, "label": d.label, "score": d.score, "methods": {}}
                 for name, exp in result.explanations.items():
                     stem = f"{name}_det{d.index}"
                     heat = torch.nn.functional.interpolate(
-                        exp.maps[row][None, None], size=size, mode="bilinear", align_corners=False
+                        exp.maps[row, :shown_h, :shown_w][None, None], size=size, mode="bilinear", align_corners=False
                     )[0, 0]
                     boxed = draw_boxes(overlay(image, heat.cpu().numpy()), [d.box], [captions[d.index]], [0])
                     Image.fromarray(boxed).save(folder / f"{stem}.png")

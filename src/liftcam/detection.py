@@ -45,7 +45,8 @@ class Detection:
     box: tuple[float, float, float, float]
     label: int
     score: float
-    proposal: tuple[float, float, float, float]  # in the detector's resized input
+    proposal: tuple[float, float, float, float]  # the proposal or anchor box, in the detector's resized input
+    anchor: int = -1  # single-stage detectors: the anchor (location) it was decoded from
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,28 @@ class DetectionExplanation:
 
     detections: list[Detection]
     explanations: dict[str, Explanation]
-    input_size: tuple[int, int]  # the detector's resized input (H, W) the maps are computed at
+    input_size: tuple[int, int]  # the detector's input (H, W) the maps are computed at: resized, then padded
+    image_size: tuple[int, int]  # the resized image within it (top left); maps[:, :h, :w] cover the image
 
 
-class _FrozenRoiScores(nn.Module):
-    """The backbone's features (a dict of maps, batch B) to the scores (B, n) of the n frozen proposals'
-    labels: RoIAlign at the proposals, box head, softmax. Called whole in the head's graph."""
+class _FrozenScores(nn.Module):
+    """The backbone's features (a dict of maps, batch B) to the scores (B, n) of the n chosen detections,
+    their choices frozen. Called whole in the head's graph.
+
+    * two-stage: RoIAlign at the frozen proposals, box head, softmax, the frozen label's probability;
+    * RetinaNet: ``sigmoid`` of the classification head's logit at the frozen anchor and label;
+    * FCOS: ``sqrt(sigmoid(logit) * sigmoid(centerness))`` there;
+    * SSD, SSDlite: ``softmax`` over the classes at the frozen anchor, the label's probability.
+    """
 
     traced_whole = True
 
-    def __init__(self, roi_heads: nn.Module) -> None:
+    def __init__(self, detector: nn.Module, kind: str) -> None:
         super().__init__()
-        self.roi_heads = roi_heads
+        self.part = getattr(detector, "roi_heads" if kind == "two-stage" else "head")
+        self.kind = kind
         self.proposals = torch.zeros(0, 4)
+        self.anchors = torch.zeros(0, dtype=torch.long)
         self.labels = torch.zeros(0, dtype=torch.long)
         self.image_size = (0, 0)
         self.keep_features = False  # set while the detector's own pass reads the head's features
@@ -77,26 +87,40 @@ class _FrozenRoiScores(nn.Module):
         if self.keep_features:
             self.features = features
             return next(iter(features.values())).new_zeros(batch, 0)
-        heads: Any = self.roi_heads  # torchvision's RoIHeads
-        pooled = heads.box_roi_pool(features, [self.proposals] * batch, [self.image_size] * batch)
-        class_logits, _ = heads.box_predictor(heads.box_head(pooled))
-        probabilities = F.softmax(class_logits, dim=-1)
-        picked = probabilities.gather(1, self.labels.repeat(batch)[:, None])[:, 0]
-        return picked.view(batch, self.proposals.shape[0])
+        part: Any = self.part  # torchvision's RoIHeads, or a single-stage head
+        n = self.labels.shape[0]
+        if self.kind == "two-stage":
+            pooled = part.box_roi_pool(features, [self.proposals] * batch, [self.image_size] * batch)
+            class_logits, _ = part.box_predictor(part.box_head(pooled))
+            probabilities = F.softmax(class_logits, dim=-1)
+            return probabilities.gather(1, self.labels.repeat(batch)[:, None])[:, 0].view(batch, n)
+        levels = list(features.values())
+        logits = part.classification_head(levels)  # (B, anchors, classes)
+        if self.kind == "ssd":
+            probabilities = F.softmax(logits[:, self.anchors], dim=-1)  # (B, n, classes)
+            return probabilities.gather(2, self.labels.view(1, n, 1).expand(batch, n, 1))[..., 0]
+        picked = torch.sigmoid(logits[:, self.anchors, self.labels])
+        if self.kind == "fcos":
+            _, centerness = part.regression_head(levels)
+            picked = torch.sqrt(picked * torch.sigmoid(centerness[:, self.anchors, 0]))
+        return picked
 
 
 class _FrozenProposalScores(nn.Module):
-    """``x`` (B, 3, H, W), the detector's resized, normalised input, to the scores (B, n) of the n frozen
-    proposals' labels."""
+    """``x`` (B, 3, H, W), the detector's resized, normalised input, to the scores (B, n) of the n chosen
+    detections."""
 
-    def __init__(self, detector: nn.Module) -> None:
+    def __init__(self, detector: nn.Module, kind: str) -> None:
         super().__init__()
         self.detector = detector
-        self.roi = _FrozenRoiScores(getattr(detector, "roi_heads"))  # noqa: B009 (a torchvision module)
+        self.roi = _FrozenScores(detector, kind)
 
     def forward(self, x: Tensor) -> Tensor:
         backbone: Any = self.detector.backbone
-        scores: Tensor = self.roi(backbone(x))
+        features = backbone(x)
+        if isinstance(features, Tensor):  # RetinaNet and FCOS accept a backbone returning one map
+            features = {"0": features}
+        scores: Tensor = self.roi(features)
         return scores
 
 
@@ -111,37 +135,51 @@ class _Features(nn.Module):
         return self.features
 
 
-def _check_two_stage(model: nn.Module) -> None:
-    needed = ("transform", "backbone", "rpn", "roi_heads")
-    missing = [name for name in needed if not hasattr(model, name)]
-    if missing or not hasattr(model.roi_heads, "box_predictor"):
-        raise ModelError(
-            f"{type(model).__name__} is not a two-stage torchvision detector "
-            f"(no {', '.join(missing) or 'box_predictor'})"
-        )
+_SINGLE_STAGE = {"RetinaNet": "retinanet", "FCOS": "fcos", "SSD": "ssd"}
+
+
+def detector_kind(model: nn.Module) -> str:
+    """``"two-stage"`` (Faster/Mask/Keypoint R-CNN), ``"retinanet"``, ``"fcos"`` or ``"ssd"`` (SSD, SSDlite)."""
+    parts = ("transform", "backbone", "rpn", "roi_heads")
+    if all(hasattr(model, name) for name in parts) and hasattr(model.roi_heads, "box_predictor"):
+        return "two-stage"
+    for cls in type(model).__mro__:
+        kind = _SINGLE_STAGE.get(cls.__name__)
+        if kind is not None and all(hasattr(model, n) for n in ("transform", "backbone", "head", "anchor_generator")):
+            return kind
+    raise ModelError(
+        f"{type(model).__name__} is not a torchvision detector (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD)"
+    )
 
 
 def default_detection_layer(model: nn.Module) -> str:
-    """The backbone body's last returned stage (``backbone.body.layer4`` for ResNet-50 FPN)."""
-    body = getattr(getattr(model, "backbone", None), "body", None)
-    returned = getattr(body, "return_layers", None)
-    if not isinstance(returned, dict) or not returned:
-        raise ModelError(f"cannot find the backbone stages of {type(model).__name__}; pass layer=")
-    return "backbone.body." + str(list(returned)[-1])
+    """The backbone body's last returned stage (``backbone.body.layer4`` for ResNet-50 FPN); SSD's VGG trunk
+    (``backbone.features``), SSDlite's last MobileNet stage (``backbone.features.1``)."""
+    backbone = getattr(model, "backbone", None)
+    returned = getattr(getattr(backbone, "body", None), "return_layers", None)
+    if isinstance(returned, dict) and returned:
+        return "backbone.body." + str(list(returned)[-1])
+    features = getattr(backbone, "features", None)
+    if isinstance(features, nn.Sequential) and all(isinstance(m, nn.Sequential) for m in features):
+        return f"backbone.features.{len(features) - 1}"
+    if isinstance(features, nn.Module):
+        return "backbone.features"
+    raise ModelError(f"cannot find the backbone stages of {type(model).__name__}; pass layer=")
 
 
 class DetectionExplainer:
-    """Explain detections of a torchvision two-stage detector (in eval mode) at a backbone layer.
+    """Explain detections of a torchvision detector (in eval mode) at a backbone layer.
 
     Args:
-        model: ``fasterrcnn_*`` or ``maskrcnn_*`` from torchvision, or a model with the same parts.
+        model: ``fasterrcnn_*``, ``maskrcnn_*``, ``keypointrcnn_*``, ``retinanet_*``, ``fcos_*``, ``ssd300_*`` or
+            ``ssdlite320_*`` from torchvision, or a model with the same parts.
         layer: a layer of the detector (default: :func:`default_detection_layer`).
     """
 
     def __init__(self, model: nn.Module, layer: str | None = None) -> None:
-        _check_two_stage(model)
+        self.kind = detector_kind(model)
         self.model = model
-        self.scores = _FrozenProposalScores(model)
+        self.scores = _FrozenProposalScores(model, self.kind)
         name = layer or default_detection_layer(model)
         self.explainer = Explainer(self.scores, "detector." + name)
         self.explainer.split.layer = name
@@ -153,7 +191,7 @@ class DetectionExplainer:
     def detect(self, image: Tensor) -> tuple[list[Detection], Tensor]:
         """Run the detector on ``image`` (3, H, W) in [0, 1]; its detections, each with its proposal, and the
         resized, normalised input (1, 3, h, w) the detector saw."""
-        detections, captured = self._detect(image)
+        detections, captured, _ = self._detect(image)
         assert captured.inputs is not None
         return detections, captured.inputs
 
@@ -169,7 +207,7 @@ class DetectionExplainer:
         finally:
             roi.keep_features, roi.features = False, None
 
-    def _detect(self, image: Tensor) -> tuple[list[Detection], Captured]:
+    def _detect(self, image: Tensor) -> tuple[list[Detection], Captured, tuple[int, int]]:
         """:meth:`detect`, and the layer's activations captured on the way: the backbone runs once, split at
         the layer, and the detector's own forward continues from its features."""
         if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
@@ -178,22 +216,22 @@ class DetectionExplainer:
         if not bool(torch.isfinite(image).all()):
             raise LiftCamError("the input contains NaN or infinite values")
         seen: dict[str, Any] = {}
-        model: Any = self.model  # torchvision's GeneralizedRCNN
+        model: Any = self.model  # a torchvision detector
+        two_stage = self.kind == "two-stage"
 
-        def keep_rpn(_m: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            seen["input"], seen["proposals"] = args[0].tensors, output[0][0]
+        def keep_first(_m: nn.Module, args: tuple[Any, ...], output: Any) -> None:  # proposals, or head outputs
+            seen["first"] = output[0][0] if two_stage else output
 
-        def keep_predictor(_m: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
-            seen["class_logits"], seen["box_regression"] = output
+        def keep_second(_m: nn.Module, _args: tuple[Any, ...], output: Any) -> None:  # box head, or anchors
+            seen["second"] = output
 
         with torch.no_grad():
-            resized = model.transform([image])[0].tensors
-        captured = self.explainer.capture(resized)
+            images = model.transform([image])[0]
+        x = images.tensors
+        captured = self.explainer.capture(x)
         backbone = model.backbone
-        hooks = [
-            model.rpn.register_forward_hook(keep_rpn),
-            model.roi_heads.box_predictor.register_forward_hook(keep_predictor),
-        ]
+        watched = (model.rpn, model.roi_heads.box_predictor) if two_stage else (model.head, model.anchor_generator)
+        hooks = [watched[0].register_forward_hook(keep_first), watched[1].register_forward_hook(keep_second)]
         try:
             model.backbone = _Features(self._backbone_features(captured))
             with torch.no_grad():
@@ -204,17 +242,15 @@ class DetectionExplainer:
                 hook.remove()
         if not isinstance(found, dict) or not {"boxes", "labels", "scores"} <= set(found):
             raise ModelError("the detector's output is not torchvision's boxes/labels/scores per image")
-        x, proposals = seen["input"], seen["proposals"]
-        probabilities = F.softmax(seen["class_logits"], dim=-1)
-        decoded = model.roi_heads.box_coder.decode(seen["box_regression"], [proposals])
-        scale = torch.tensor([image.shape[-1] / x.shape[-1], image.shape[-2] / x.shape[-2]] * 2, device=decoded.device)
+        probabilities, boxes, origins = self._candidates(seen)
+        scale = torch.tensor([image.shape[-1] / x.shape[-1], image.shape[-2] / x.shape[-2]] * 2, device=x.device)
         detections = []
         for k, (box, label, score) in enumerate(zip(found["boxes"], found["labels"], found["scores"], strict=True)):
             c = int(label)
             candidates = (probabilities[:, c] == score).nonzero()[:, 0]
             if candidates.numel() == 0:  # never seen with torchvision's own post-processing
-                raise ModelError(f"detection {k} matches no proposal of the actual pass")
-            distance = ((decoded[candidates, c] * scale) - box).abs().sum(dim=1)
+                raise ModelError(f"detection {k} matches no proposal or anchor of the actual pass")
+            distance = ((boxes(candidates, c) * scale) - box).abs().sum(dim=1)
             p = int(candidates[distance.argmin()])
             detections.append(
                 Detection(
@@ -222,10 +258,36 @@ class DetectionExplainer:
                     tuple(float(v) for v in box),  # type: ignore[arg-type]
                     c,
                     float(score),
-                    tuple(float(v) for v in proposals[p]),  # type: ignore[arg-type]
+                    tuple(float(v) for v in origins[p]),  # type: ignore[arg-type]
+                    -1 if two_stage else p,
                 )
             )
-        return detections, captured
+        height, width = images.image_sizes[0]
+        return detections, captured, (int(height), int(width))
+
+    def _candidates(self, seen: dict[str, Any]) -> tuple[Tensor, Any, Tensor]:
+        """From the actual pass: every candidate's class scores (N, C) as the detector computes them, a function
+        ``(candidates, label) -> boxes`` decoding their boxes in the resized input, and their proposals or
+        anchor boxes (N, 4)."""
+        model: Any = self.model
+        if self.kind == "two-stage":
+            proposals = seen["first"]
+            class_logits, regression = seen["second"]
+            decoded = model.roi_heads.box_coder.decode(regression, [proposals])
+            return F.softmax(class_logits, dim=-1), lambda i, c: decoded[i, c], proposals
+        outputs, anchors = seen["first"], seen["second"][0]
+        logits, regression = outputs["cls_logits"][0], outputs["bbox_regression"][0]
+        if self.kind == "ssd":
+            scores = F.softmax(logits, dim=-1)
+        elif self.kind == "fcos":
+            scores = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(outputs["bbox_ctrness"][0]))
+        else:
+            scores = torch.sigmoid(logits)
+        if self.kind == "fcos":
+            decode = lambda i, c: model.box_coder.decode(regression[i], anchors[i])  # noqa: E731
+        else:
+            decode = lambda i, c: model.box_coder.decode_single(regression[i], anchors[i])  # noqa: E731
+        return scores, decode, anchors
 
     def __call__(
         self,
@@ -241,12 +303,13 @@ class DetectionExplainer:
         detector's output, or ``(label, box)`` pairs each matched to the detection of that label with the
         highest IoU (at least ``iou_threshold``).
         """
-        found, one = self._detect(image)
+        found, one, image_size = self._detect(image)
         assert one.inputs is not None
         x = one.inputs
         chosen = _choose(found, detections, iou_threshold)
         roi = self.scores.roi
         roi.proposals = torch.tensor([d.proposal for d in chosen], dtype=x.dtype, device=x.device)
+        roi.anchors = torch.tensor([d.anchor for d in chosen], dtype=torch.long, device=x.device)
         roi.labels = torch.tensor([d.label for d in chosen], dtype=torch.long, device=x.device)
         roi.image_size = (int(x.shape[-2]), int(x.shape[-1]))
         n = len(chosen)
@@ -259,7 +322,7 @@ class DetectionExplainer:
         specs = [method] if isinstance(method, (str, CamMethod)) else list(method)
         targets = torch.arange(n, device=x.device)
         explanations = self.explainer.explain_captured(captured, specs, targets, reference)
-        return DetectionExplanation(chosen, explanations, (int(x.shape[-2]), int(x.shape[-1])))
+        return DetectionExplanation(chosen, explanations, (int(x.shape[-2]), int(x.shape[-1])), image_size)
 
 
 def _choose(

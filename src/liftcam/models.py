@@ -59,12 +59,8 @@ def available_models() -> list[str]:
 SEGMENTERS = tuple(sorted(torchvision.models.list_models(module=torchvision.models.segmentation)))
 
 
-#: torchvision's two-stage detectors (Faster R-CNN, Mask R-CNN, Keypoint R-CNN): see :mod:`liftcam.detection`.
-DETECTORS = tuple(
-    name
-    for name in sorted(torchvision.models.list_models(module=torchvision.models.detection))
-    if name.startswith(("fasterrcnn", "maskrcnn", "keypointrcnn"))
-)
+#: torchvision's detectors (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD, SSDlite): see :mod:`liftcam.detection`.
+DETECTORS = tuple(sorted(torchvision.models.list_models(module=torchvision.models.detection)))
 
 
 def task_of(name: str) -> Task:
@@ -179,7 +175,8 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Prepro
     blank: dict[str, Any] = {"weights_backbone": None} if task != "classification" else {}
     if weights in (None, "random"):
         # a random detector keeps every box (score threshold 0): else it returns none
-        random_extra: dict[str, Any] = {"box_score_thresh": 0.0} if task == "detection" else {}
+        threshold = "box_score_thresh" if "rcnn" in name else "score_thresh"
+        random_extra: dict[str, Any] = {threshold: 0.0} if task == "detection" else {}
         return torchvision.models.get_model(name, weights=None, **blank, **random_extra), "random", preprocessing
     if Path(weights).suffix in (".pth", ".pt", ".bin") or Path(weights).exists():
         model = torchvision.models.get_model(name, weights=None, **blank)

@@ -113,10 +113,10 @@ def draw_boxes(
     import torch
     from torchvision.utils import draw_bounding_boxes
 
-    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
+    rgb = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)  # a copy
     if not boxes:
-        return rgb.copy()
-    picture = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        return rgb
+    picture = torch.from_numpy(rgb).permute(2, 0, 1)
     chosen = set(highlight)
     thin = [i for i in range(len(boxes)) if i not in chosen]
     for group, width, colour in ((thin, 1, "white"), (sorted(chosen), 3, "yellow")):
