@@ -200,7 +200,7 @@ class DetectionExplainer:
         roi = self.scores.roi
         roi.keep_features = True
         try:
-            with torch.no_grad():
+            with torch.inference_mode():
                 self.explainer.split.head(captured.activations, captured.context)
             assert roi.features is not None
             return roi.features
@@ -234,7 +234,7 @@ class DetectionExplainer:
         hooks = [watched[0].register_forward_hook(keep_first), watched[1].register_forward_hook(keep_second)]
         try:
             model.backbone = _Features(self._backbone_features(captured))
-            with torch.no_grad():
+            with torch.inference_mode():
                 (found,) = model([image])
         finally:
             model.backbone = backbone
