@@ -240,17 +240,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     assert explainer is not None
     run = _Run(loaded, explainer, methods, target, args, out)
-    run.summary = {
-        "liftcam": __version__,
-        "model": loaded.name,
-        "weights": loaded.weights,
-        "layer": explainer.layer,
-        "methods": methods,
-        "target": args.target or "top1",
-        "reference": args.reference,
-        "images": [],
-        "failed": [],
-    }
+    run.summary = _explain_summary(args, loaded, explainer.layer, methods)
     from tqdm import tqdm
 
     with tqdm(total=len(files), unit="img", desc="explain", file=sys.stderr, disable=args.quiet) as bar:
@@ -291,6 +281,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_summary(args: argparse.Namespace, loaded: LoadedModel, layer: str, methods: list[str]) -> dict[str, Any]:
+    """The settings part of ``explain``'s summary; ``images`` and ``failed`` filled as the run goes."""
+    return {
+        "liftcam": __version__,
+        "model": loaded.name,
+        "task": loaded.task,
+        "weights": loaded.weights,
+        "layer": layer,
+        "methods": methods,
+        "target": args.target or "top1",
+        "reference": args.reference,
+        "images": [],
+        "failed": [],
+    }
+
+
 def _explain_detections(
     args: argparse.Namespace,
     loaded: LoadedModel,
@@ -311,18 +317,7 @@ def _explain_detections(
         _error(str(exc))
         return EXIT_ERROR
     names = loaded.categories
-    summary: dict[str, Any] = {
-        "liftcam": __version__,
-        "model": loaded.name,
-        "task": "detection",
-        "weights": loaded.weights,
-        "layer": explainer.layer,
-        "methods": methods,
-        "target": args.target or "top1",
-        "reference": args.reference,
-        "images": [],
-        "failed": [],
-    }
+    summary = _explain_summary(args, loaded, explainer.layer, methods)
     used: set[str] = set()
     specs: list[str | CamMethod] = [sampled_method(m, args.seed, args.samples) for m in methods]
     with tqdm(total=len(files), unit="img", desc="explain", file=sys.stderr, disable=args.quiet) as bar:
