@@ -168,3 +168,33 @@ def test_maps_cover_the_padded_input_and_the_image_size_is_given(detector: nn.Mo
     assert (height, width) == (SIDE * 2 // 3, SIDE)  # max_size SIDE: the long side scaled to SIDE
     assert result.input_size == (128, SIDE)  # padded to a multiple of 32
     assert result.explanations["grad-cam"].maps.shape[1:] == result.input_size
+
+
+def test_box_iou_term_equals_pytorch_grad_cams_box_score_target(detector: nn.Module, image: Tensor) -> None:
+    """``s_j = p_j + IoU(b_j(A), b_j)``, pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``; LIFT-CAM conserves."""
+    pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    explainer = DetectionExplainer(detector, box_iou=True)
+    result = explainer(image, ["grad-cam", "lift-cam"], detections=[1])
+    (chosen,) = result.detections
+    lift = result.explanations["lift-cam"]
+    torch.testing.assert_close(lift.scores, torch.tensor([chosen.score + 1.0]))  # IoU 1 at the actual pass
+    assert lift.delta is not None and float(lift.delta.abs().max()) < 1e-4 * float(lift.scores.abs().max())
+
+    layer = dict(detector.named_modules())[explainer.layer]
+    target = FasterRCNNBoxScoreTarget([chosen.label], [torch.tensor(chosen.box)])
+    with pytorch_grad_cam.GradCAM(model=detector, target_layers=[layer]) as cam:
+        peer = torch.from_numpy(cam(input_tensor=image[None], targets=[target]))
+    ours = result.explanations["grad-cam"].maps
+    assert float((ours - minmax(peer)).abs().max()) < 2e-3
+    # IoU is at its maximum (1) at the actual boxes, so its gradient vanishes: gradient maps do not change;
+    # LIFT-CAM's differences see it (at the reference the box is another one)
+    plain = DetectionExplainer(detector)(image, ["grad-cam", "lift-cam"], detections=[1]).explanations
+    torch.testing.assert_close(plain["grad-cam"].maps, ours, atol=1e-5, rtol=0)
+    assert plain["lift-cam"].weights is not None and lift.weights is not None
+    assert float((plain["lift-cam"].weights - lift.weights).abs().sum()) > 1e-3
+    with pytest.raises(ModelError, match="two-stage"):
+        DetectionExplainer(
+            torchvision.models.get_model("ssdlite320_mobilenet_v3_large", weights_backbone=None), box_iou=True
+        )

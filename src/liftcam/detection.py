@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from .capture import Captured
 from .errors import LiftCamError, ModelError, TargetError
@@ -79,6 +79,7 @@ class _FrozenScores(nn.Module):
         self.anchors = torch.zeros(0, dtype=torch.long)
         self.labels = torch.zeros(0, dtype=torch.long)
         self.image_size = (0, 0)
+        self.boxes: Tensor | None = None  # two-stage with the IoU term: each detection's box (resized input)
         self.keep_features = False  # set while the detector's own pass reads the head's features
         self.features: dict[str, Tensor] | None = None
 
@@ -91,9 +92,15 @@ class _FrozenScores(nn.Module):
         n = self.labels.shape[0]
         if self.kind == "two-stage":
             pooled = part.box_roi_pool(features, [self.proposals] * batch, [self.image_size] * batch)
-            class_logits, _ = part.box_predictor(part.box_head(pooled))
+            class_logits, regression = part.box_predictor(part.box_head(pooled))
             probabilities = F.softmax(class_logits, dim=-1)
-            return probabilities.gather(1, self.labels.repeat(batch)[:, None])[:, 0].view(batch, n)
+            scores = probabilities.gather(1, self.labels.repeat(batch)[:, None])[:, 0].view(batch, n)
+            if self.boxes is None:
+                return scores
+            decoded = part.box_coder.decode(regression, [self.proposals] * batch)  # (B n, classes, 4)
+            index = self.labels.repeat(batch).view(-1, 1, 1).expand(-1, 1, 4)
+            boxes = clip_boxes_to_image(decoded.gather(1, index)[:, 0], self.image_size).view(batch, n, 4)
+            return scores + _paired_iou(boxes, self.boxes)
         levels = list(features.values())
         logits = part.classification_head(levels)  # (B, anchors, classes)
         if self.kind == "ssd":
@@ -104,6 +111,17 @@ class _FrozenScores(nn.Module):
             _, centerness = part.regression_head(levels)
             picked = torch.sqrt(picked * torch.sigmoid(centerness[:, self.anchors, 0]))
         return picked
+
+
+def _paired_iou(boxes: Tensor, fixed: Tensor) -> Tensor:
+    """IoU of each box (..., n, 4) with its fixed counterpart (n, 4), boxes as ``(x0, y0, x1, y1)``."""
+    top_left = torch.maximum(boxes[..., :2], fixed[:, :2])
+    bottom_right = torch.minimum(boxes[..., 2:], fixed[:, 2:])
+    size = (bottom_right - top_left).clamp(min=0)
+    inter = size[..., 0] * size[..., 1]
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    fixed_area = (fixed[:, 2] - fixed[:, 0]) * (fixed[:, 3] - fixed[:, 1])
+    return inter / (area + fixed_area - inter)
 
 
 class _FrozenProposalScores(nn.Module):
@@ -174,10 +192,16 @@ class DetectionExplainer:
         model: ``fasterrcnn_*``, ``maskrcnn_*``, ``keypointrcnn_*``, ``retinanet_*``, ``fcos_*``, ``ssd300_*`` or
             ``ssdlite320_*`` from torchvision, or a model with the same parts.
         layer: a layer of the detector (default: :func:`default_detection_layer`).
+        box_iou: two-stage detectors: add to the score the IoU of the detection's box, decoded from the box
+            head at the frozen proposal, with its box in the actual pass (1 there), as pytorch-grad-cam's
+            ``FasterRCNNBoxScoreTarget``: ``s_j = p_j + IoU(b_j(A), b_j)``.
     """
 
-    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
+    def __init__(self, model: nn.Module, layer: str | None = None, box_iou: bool = False) -> None:
         self.kind = detector_kind(model)
+        if box_iou and self.kind != "two-stage":
+            raise ModelError(f"box_iou is for two-stage detectors; this one is {self.kind}")
+        self.box_iou = box_iou
         self.model = model
         self.scores = _FrozenProposalScores(model, self.kind)
         name = layer or default_detection_layer(model)
@@ -311,7 +335,13 @@ class DetectionExplainer:
         roi.proposals = torch.tensor([d.proposal for d in chosen], dtype=x.dtype, device=x.device)
         roi.anchors = torch.tensor([d.anchor for d in chosen], dtype=torch.long, device=x.device)
         roi.labels = torch.tensor([d.label for d in chosen], dtype=torch.long, device=x.device)
-        roi.image_size = (int(x.shape[-2]), int(x.shape[-1]))
+        height, width = image_size
+        roi.image_size = (height, width)
+        if self.box_iou:  # each detection's box in the resized input (IoU does not change with the scale)
+            scale = torch.tensor(
+                [width / image.shape[-1], height / image.shape[-2]] * 2, dtype=x.dtype, device=x.device
+            )
+            roi.boxes = torch.tensor([d.box for d in chosen], dtype=x.dtype, device=x.device) * scale
         n = len(chosen)
         captured = Captured(
             one.activations.expand(n, *one.activations.shape[1:]).clone(),
