@@ -198,3 +198,24 @@ def test_box_iou_term_equals_pytorch_grad_cams_box_score_target(detector: nn.Mod
         DetectionExplainer(
             torchvision.models.get_model("ssdlite320_mobilenet_v3_large", weights_backbone=None), box_iou=True
         )
+
+
+def test_any_detector_plugs_in_through_an_output_function(detector: nn.Module, image: Tensor) -> None:
+    """``Explainer(model, layer, output=...)``: a function from the detector's output to the chosen boxes'
+    scores. Gradient methods need nothing more (the same map as through the frozen choices); LIFT-CAM
+    refuses the detector's discrete steps by name rather than explain a different score."""
+    import warnings
+
+    import liftcam
+    from liftcam.errors import UnsupportedOperationError
+
+    layer = "backbone.body.16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.fx cannot trace a detector: it is re-run
+        plugged = liftcam.Explainer(detector, layer, output=lambda outs: torch.stack([o["scores"][:3] for o in outs]))
+        ours = plugged(image[None], "grad-cam", targets=2)
+        with pytest.raises(UnsupportedOperationError, match="no rule"):
+            plugged(image[None], "lift-cam", targets=2)
+    frozen = DetectionExplainer(detector, layer)(image, "grad-cam", detections=[2]).explanations["grad-cam"]
+    torch.testing.assert_close(ours.scores, frozen.scores)
+    assert float((ours.maps - frozen.maps).abs().max()) < 2e-3
