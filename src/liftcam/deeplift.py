@@ -164,25 +164,7 @@ class _ShapleyPair(torch.autograd.Function):
     def forward(
         ctx: Any, a: Tensor, b: Tensor, ref_a: Tensor, ref_b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]
     ) -> Tensor:
-        a0, b0 = a.detach(), b.detach()
-        with torch.no_grad():
-            y, y_rb, y_ab, y_rr = fn(a0, b0), fn(ref_a, b0), fn(a0, ref_b), fn(ref_a, ref_b)
-            # the two orders: a first (C_a = f(a,b') - f(a',b')), b first (C_a = f(a,b) - f(a',b))
-            first_a, then_b = y_ab - y_rr, y - y_ab
-            then_a, first_b = y - y_rb, y_rb - y_rr
-            share_a, share_b = (first_a + then_a) / 2, (then_b + first_b) / 2
-            mass = share_a.abs() + share_b.abs()
-            tiny = torch.finfo(y.dtype).tiny
-            shapley_ok = mass <= CANCELLATION * (y - y_rr).abs() + tiny  # False for NaN and inf too
-            if not bool(shapley_ok.all()):  # rare: only then the alternatives are compared
-                mass_ab = torch.nan_to_num(first_a.abs() + then_b.abs(), nan=torch.inf)
-                mass_ba = torch.nan_to_num(then_a.abs() + first_b.abs(), nan=torch.inf)
-                pick_ab = mass_ab <= mass_ba
-                share_a = torch.where(shapley_ok, share_a, torch.where(pick_ab, first_a, then_a))
-                share_b = torch.where(shapley_ok, share_b, torch.where(pick_ab, then_b, first_b))
-            da, db = (a0 - ref_a).expand_as(y), (b0 - ref_b).expand_as(y)
-        m_a = _secant(share_a, da, _elementwise_slope(fn, a0, b0, 0) if _any_close(da) else torch.zeros_like(y))
-        m_b = _secant(share_b, db, _elementwise_slope(fn, a0, b0, 1) if _any_close(db) else torch.zeros_like(y))
+        y, m_a, m_b = _shapley_multipliers(a.detach(), b.detach(), ref_a, ref_b, fn)
         ctx.save_for_backward(m_a, m_b)
         ctx.shapes = (a.shape, b.shape)
         return y
@@ -192,6 +174,66 @@ class _ShapleyPair(torch.autograd.Function):
         m_a, m_b = ctx.saved_tensors
         shape_a, shape_b = ctx.shapes
         return sum_to(grad * m_a, shape_a), sum_to(grad * m_b, shape_b), None, None, None
+
+
+class _QuotientPair(torch.autograd.Function):
+    """``y = a / b``: the Shapley split of :class:`_ShapleyPair` in closed form, without secants,
+
+    ``C_a = (a - a') (1/b + 1/b') / 2``, ``C_b = -(a + a') (b - b') / (2 b b')``, so
+    ``m_a = (1/b + 1/b') / 2`` (of the denominator's shape: a softmax's row sums) and ``m_b = -(a + a') / (2 b b')``.
+    Where the two shares would cancel (see :data:`CANCELLATION`), the generic split takes over."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, a: Tensor, b: Tensor, ref_a: Tensor, ref_b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]
+    ) -> Tensor:
+        a0, b0 = a.detach(), b.detach()
+        with torch.no_grad():
+            y = a0 / b0
+            m_a = (1 / b0 + 1 / ref_b) / 2
+            m_b = -(a0 + ref_a) / (2 * b0 * ref_b)
+            mass = ((a0 - ref_a) * m_a).abs() + ((b0 - ref_b) * m_b).abs()
+            change = (y - ref_a / ref_b).abs()
+            well_conditioned = bool((mass <= CANCELLATION * change + torch.finfo(y.dtype).tiny).all())
+        if not well_conditioned:
+            y, m_a, m_b = _shapley_multipliers(a0, b0, ref_a, ref_b, fn)
+        ctx.save_for_backward(m_a, m_b)
+        ctx.shapes = (a.shape, b.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        m_a, m_b = ctx.saved_tensors
+        shape_a, shape_b = ctx.shapes
+        return sum_to(grad * m_a, shape_a), sum_to(grad * m_b, shape_b), None, None, None
+
+
+_QUOTIENTS = frozenset({"div", "__truediv__", "true_divide", "divide", "div_", "__itruediv__"})
+
+
+def _shapley_multipliers(
+    a0: Tensor, b0: Tensor, ref_a: Tensor, ref_b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``f(a, b)`` and the multipliers of the Shapley split of its two players (see :class:`_ShapleyPair`)."""
+    with torch.no_grad():
+        y, y_rb, y_ab, y_rr = fn(a0, b0), fn(ref_a, b0), fn(a0, ref_b), fn(ref_a, ref_b)
+        # the two orders: a first (C_a = f(a,b') - f(a',b')), b first (C_a = f(a,b) - f(a',b))
+        first_a, then_b = y_ab - y_rr, y - y_ab
+        then_a, first_b = y - y_rb, y_rb - y_rr
+        share_a, share_b = (first_a + then_a) / 2, (then_b + first_b) / 2
+        mass = share_a.abs() + share_b.abs()
+        tiny = torch.finfo(y.dtype).tiny
+        shapley_ok = mass <= CANCELLATION * (y - y_rr).abs() + tiny  # False for NaN and inf too
+        if not bool(shapley_ok.all()):  # rare: only then the alternatives are compared
+            mass_ab = torch.nan_to_num(first_a.abs() + then_b.abs(), nan=torch.inf)
+            mass_ba = torch.nan_to_num(then_a.abs() + first_b.abs(), nan=torch.inf)
+            pick_ab = mass_ab <= mass_ba
+            share_a = torch.where(shapley_ok, share_a, torch.where(pick_ab, first_a, then_a))
+            share_b = torch.where(shapley_ok, share_b, torch.where(pick_ab, then_b, first_b))
+        da, db = (a0 - ref_a).expand_as(y), (b0 - ref_b).expand_as(y)
+    m_a = _secant(share_a, da, _elementwise_slope(fn, a0, b0, 0) if _any_close(da) else torch.zeros_like(y))
+    m_b = _secant(share_b, db, _elementwise_slope(fn, a0, b0, 1) if _any_close(db) else torch.zeros_like(y))
+    return y, m_a, m_b
 
 
 def _any_close(delta: Tensor) -> bool:
@@ -460,7 +502,7 @@ class _PairedMode(DependencyMode):
             self._next(name, (a, b))
         else:
             ref_a, ref_b = self._next(name, (a,))
-            rule = _AveragedProduct if kind is Kind.BILINEAR else _ShapleyPair
+            rule = _AveragedProduct if kind is Kind.BILINEAR else _QuotientPair if name in _QUOTIENTS else _ShapleyPair
             y = rule.apply(a, b, ref_a, ref_b, call)
         if name != "einsum" and is_inplace(name, bound) and isinstance(a, Tensor):
             a.copy_(y)
