@@ -181,7 +181,8 @@ class _QuotientPair(torch.autograd.Function):
 
     ``C_a = (a - a') (1/b + 1/b') / 2``, ``C_b = -(a + a') (b - b') / (2 b b')``, so
     ``m_a = (1/b + 1/b') / 2`` (of the denominator's shape: a softmax's row sums) and ``m_b = -(a + a') / (2 b b')``.
-    Where the two shares would cancel (see :data:`CANCELLATION`), the generic split takes over."""
+    Where the shares are more than :data:`CANCELLATION` times the quotients and their change (a denominator
+    near 0 in one pass), the generic split takes over."""
 
     @staticmethod
     def forward(
@@ -192,9 +193,12 @@ class _QuotientPair(torch.autograd.Function):
             y = a0 / b0
             m_a = (1 / b0 + 1 / ref_b) / 2
             m_b = -(a0 + ref_a) / (2 * b0 * ref_b)
+            # float error ~ eps * mass: harmless while the shares are not much larger than the quotients
+            # themselves (a softmax's); a denominator near 0 in one pass makes them huge: then the generic split
+            y_ref = ref_a / ref_b
             mass = ((a0 - ref_a) * m_a).abs() + ((b0 - ref_b) * m_b).abs()
-            change = (y - ref_a / ref_b).abs()
-            well_conditioned = bool((mass <= CANCELLATION * change + torch.finfo(y.dtype).tiny).all())
+            scale = (y - y_ref).abs() + y.abs() + y_ref.abs()
+            well_conditioned = bool((mass <= CANCELLATION * scale + torch.finfo(y.dtype).tiny).all())
         if not well_conditioned:
             y, m_a, m_b = _shapley_multipliers(a0, b0, ref_a, ref_b, fn)
         ctx.save_for_backward(m_a, m_b)
