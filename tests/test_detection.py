@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from liftcam.data import sample_photos
 from liftcam.detection import DetectionExplainer
-from liftcam.errors import ModelError, TargetError
+from liftcam.errors import LayerError, ModelError, TargetError
 from liftcam.maps import minmax
 
 SIDE = 160
@@ -130,6 +130,8 @@ def test_detections_chosen_by_label_and_box_and_bad_choices_refused(detector: nn
         explainer(image, "grad-cam", detections=[(third.label, (0.0, 0.0, 1.0, 1.0))])
     with pytest.raises(ModelError, match="not a torchvision detector"):
         DetectionExplainer(torchvision.models.resnet18())
+    with pytest.raises(LayerError, match="not in the detector's backbone"):
+        DetectionExplainer(detector, "rpn.head.conv.0")
     hooks_left = [m for m in detector.modules() if m._forward_hooks]
     assert hooks_left == []
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou, clip_boxes_to_image
 
 from .capture import Captured
-from .errors import LiftCamError, ModelError, TargetError
+from .errors import LayerError, LiftCamError, ModelError, TargetError
 from .explain import Explainer, Explanation, Reference
 from .methods import CamMethod
 
@@ -205,6 +205,11 @@ class DetectionExplainer:
         self.model = model
         self.scores = _FrozenProposalScores(model, self.kind)
         name = layer or default_detection_layer(model)
+        if not name.startswith("backbone."):
+            raise LayerError(
+                f"layer {name!r} is not in the detector's backbone: the explained scores depend on the backbone's "
+                "maps (the proposals or anchors are frozen); pick a backbone layer (see 'liftcam layers')"
+            )
         self.explainer = Explainer(self.scores, "detector." + name)
         self.explainer.split.layer = name
 
@@ -252,7 +257,10 @@ class DetectionExplainer:
         with torch.no_grad():
             images = model.transform([image])[0]
         x = images.tensors
-        captured = self.explainer.capture(x)
+        try:
+            captured = self.explainer.capture(x)
+        except LayerError as exc:  # named as in the user's detector, not in liftcam's scoring module
+            raise LayerError(str(exc).replace("'detector.", "'")) from None
         backbone = model.backbone
         watched = (model.rpn, model.roi_heads.box_predictor) if two_stage else (model.head, model.anchor_generator)
         hooks = [watched[0].register_forward_hook(keep_first), watched[1].register_forward_hook(keep_second)]
