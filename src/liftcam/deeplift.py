@@ -151,20 +151,27 @@ def _secant(change: Tensor, delta: Tensor, slope: Tensor) -> Tensor:
 CANCELLATION = 100.0
 
 
+Multipliers = Callable[
+    [Tensor, Tensor, Tensor, Tensor, Callable[[Tensor, Tensor], Tensor]], tuple[Tensor, Tensor, Tensor]
+]
+
+
 class _ShapleyPair(torch.autograd.Function):
     """``y = f(a, b)`` elementwise (broadcasting); backward: the Shapley split of the two players,
-    ``C_a = ((f(a,b) - f(a',b)) + (f(a,b') - f(a',b'))) / 2``, ``C_b`` likewise, as multipliers ``C / delta``.
-
-    Where the reference makes a corner value huge (a normalisation's ``rsqrt(eps)`` at a zero reference,
-    division by a reference near 0), the two shares are huge and cancel; there, per element, the split of
-    the one order of the players (``a`` then ``b``, or ``b`` then ``a``) with the smaller shares is used.
-    Every one of these splits is exact: ``C_a + C_b = f(a,b) - f(a',b')``."""
+    ``C_a = ((f(a,b) - f(a',b)) + (f(a,b') - f(a',b'))) / 2``, ``C_b`` likewise, as multipliers ``C / delta``,
+    computed by ``multipliers``: :func:`_shapley_multipliers`, or :func:`_quotient_multipliers` for ``a / b``."""
 
     @staticmethod
     def forward(
-        ctx: Any, a: Tensor, b: Tensor, ref_a: Tensor, ref_b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        ref_a: Tensor,
+        ref_b: Tensor,
+        fn: Callable[[Tensor, Tensor], Tensor],
+        multipliers: Multipliers,
     ) -> Tensor:
-        y, m_a, m_b = _shapley_multipliers(a.detach(), b.detach(), ref_a, ref_b, fn)
+        y, m_a, m_b = multipliers(a.detach(), b.detach(), ref_a, ref_b, fn)
         ctx.save_for_backward(m_a, m_b)
         ctx.shapes = (a.shape, b.shape)
         return y
@@ -173,52 +180,43 @@ class _ShapleyPair(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         m_a, m_b = ctx.saved_tensors
         shape_a, shape_b = ctx.shapes
-        return sum_to(grad * m_a, shape_a), sum_to(grad * m_b, shape_b), None, None, None
-
-
-class _QuotientPair(torch.autograd.Function):
-    """``y = a / b``: the Shapley split of :class:`_ShapleyPair` in closed form, without secants,
-
-    ``C_a = (a - a') (1/b + 1/b') / 2``, ``C_b = -(a + a') (b - b') / (2 b b')``, so
-    ``m_a = (1/b + 1/b') / 2`` (of the denominator's shape: a softmax's row sums) and ``m_b = -(a + a') / (2 b b')``.
-    Where the shares are more than :data:`CANCELLATION` times the quotients and their change (a denominator
-    near 0 in one pass), the generic split takes over."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, a: Tensor, b: Tensor, ref_a: Tensor, ref_b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]
-    ) -> Tensor:
-        a0, b0 = a.detach(), b.detach()
-        with torch.no_grad():
-            y = a0 / b0
-            m_a = (1 / b0 + 1 / ref_b) / 2
-            m_b = -(a0 + ref_a) / (2 * b0 * ref_b)
-            # float error ~ eps * mass: harmless while the shares are not much larger than the quotients
-            # themselves (a softmax's); a denominator near 0 in one pass makes them huge: then the generic split
-            y_ref = ref_a / ref_b
-            mass = ((a0 - ref_a) * m_a).abs() + ((b0 - ref_b) * m_b).abs()
-            scale = (y - y_ref).abs() + y.abs() + y_ref.abs()
-            well_conditioned = bool((mass <= CANCELLATION * scale + torch.finfo(y.dtype).tiny).all())
-        if not well_conditioned:
-            y, m_a, m_b = _shapley_multipliers(a0, b0, ref_a, ref_b, fn)
-        ctx.save_for_backward(m_a, m_b)
-        ctx.shapes = (a.shape, b.shape)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        m_a, m_b = ctx.saved_tensors
-        shape_a, shape_b = ctx.shapes
-        return sum_to(grad * m_a, shape_a), sum_to(grad * m_b, shape_b), None, None, None
+        return sum_to(grad * m_a, shape_a), sum_to(grad * m_b, shape_b), None, None, None, None
 
 
 _QUOTIENTS = frozenset({"div", "__truediv__", "true_divide", "divide", "div_", "__itruediv__"})
 
 
+def _quotient_multipliers(
+    a0: Tensor, b0: Tensor, ref_a: Tensor, ref_b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``a / b``: the Shapley split in closed form, without secants,
+
+    ``C_a = (a - a') (1/b + 1/b') / 2``, ``C_b = -(a + a') (b - b') / (2 b b')``, so
+    ``m_a = (1/b + 1/b') / 2`` (of the denominator's shape: a softmax's row sums) and ``m_b = -(a + a') / (2 b b')``.
+    Where the shares are more than :data:`CANCELLATION` times the quotients and their change (a denominator
+    near 0 in one pass), the generic split takes over."""
+    with torch.no_grad():
+        y = a0 / b0
+        m_a = (1 / b0 + 1 / ref_b) / 2
+        m_b = -(a0 + ref_a) / (2 * b0 * ref_b)
+        # float error ~ eps * mass: harmless while the shares are not much larger than the quotients
+        # themselves (a softmax's); a denominator near 0 in one pass makes them huge: then the generic split
+        y_ref = ref_a / ref_b
+        mass = ((a0 - ref_a) * m_a).abs() + ((b0 - ref_b) * m_b).abs()
+        scale = (y - y_ref).abs() + y.abs() + y_ref.abs()
+        well_conditioned = bool((mass <= CANCELLATION * scale + torch.finfo(y.dtype).tiny).all())
+    return (y, m_a, m_b) if well_conditioned else _shapley_multipliers(a0, b0, ref_a, ref_b, fn)
+
+
 def _shapley_multipliers(
     a0: Tensor, b0: Tensor, ref_a: Tensor, ref_b: Tensor, fn: Callable[[Tensor, Tensor], Tensor]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``f(a, b)`` and the multipliers of the Shapley split of its two players (see :class:`_ShapleyPair`)."""
+    """``f(a, b)`` and the multipliers of the Shapley split of its two players (see :class:`_ShapleyPair`).
+
+    Where the reference makes a corner value huge (a normalisation's ``rsqrt(eps)`` at a zero reference,
+    division by a reference near 0), the two shares are huge and cancel; there, per element, the split of
+    the one order of the players (``a`` then ``b``, or ``b`` then ``a``) with the smaller shares is used.
+    Every one of these splits is exact: ``C_a + C_b = f(a,b) - f(a',b')``."""
     with torch.no_grad():
         y, y_rb, y_ab, y_rr = fn(a0, b0), fn(ref_a, b0), fn(a0, ref_b), fn(ref_a, ref_b)
         # the two orders: a first (C_a = f(a,b') - f(a',b')), b first (C_a = f(a,b) - f(a',b))
@@ -506,8 +504,11 @@ class _PairedMode(DependencyMode):
             self._next(name, (a, b))
         else:
             ref_a, ref_b = self._next(name, (a,))
-            rule = _AveragedProduct if kind is Kind.BILINEAR else _QuotientPair if name in _QUOTIENTS else _ShapleyPair
-            y = rule.apply(a, b, ref_a, ref_b, call)
+            if kind is Kind.BILINEAR:
+                y = _AveragedProduct.apply(a, b, ref_a, ref_b, call)
+            else:
+                split = _quotient_multipliers if name in _QUOTIENTS else _shapley_multipliers
+                y = _ShapleyPair.apply(a, b, ref_a, ref_b, call, split)
         if name != "einsum" and is_inplace(name, bound) and isinstance(a, Tensor):
             a.copy_(y)
             return a
