@@ -99,8 +99,8 @@ def test_the_reference_pass_keeps_the_actual_proposals(detector: nn.Module, imag
     # the frozen game: F(R) at the actual proposals, from the same scoring module
     captured = explainer.explainer.capture(explainer.detect(image)[1])
     captured.activations.zero_()
-    roi = explainer.scores.roi
-    roi.proposals, roi.labels = actual, torch.tensor([d.label for d in result.detections])
+    frozen = explainer.scores.frozen
+    frozen.proposals, frozen.labels = actual, torch.tensor([d.label for d in result.detections])
     reference = explainer.explainer.logits(captured)[0]
     torch.testing.assert_close(lift.weights.sum(1), lift.scores - reference, rtol=1e-4, atol=1e-6)
 

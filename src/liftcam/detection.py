@@ -124,21 +124,21 @@ def _paired_iou(boxes: Tensor, fixed: Tensor) -> Tensor:
     return inter / (area + fixed_area - inter)
 
 
-class _FrozenProposalScores(nn.Module):
+class _DetectionScores(nn.Module):
     """``x`` (B, 3, H, W), the detector's resized, normalised input, to the scores (B, n) of the n chosen
     detections."""
 
     def __init__(self, detector: nn.Module, kind: str) -> None:
         super().__init__()
         self.detector = detector
-        self.roi = _FrozenScores(detector, kind)
+        self.frozen = _FrozenScores(detector, kind)
 
     def forward(self, x: Tensor) -> Tensor:
         backbone: Any = self.detector.backbone
         features = backbone(x)
         if isinstance(features, Tensor):  # RetinaNet and FCOS accept a backbone returning one map
             features = {"0": features}
-        scores: Tensor = self.roi(features)
+        scores: Tensor = self.frozen(features)
         return scores
 
 
@@ -203,7 +203,7 @@ class DetectionExplainer:
             raise ModelError(f"box_iou is for two-stage detectors; this one is {self.kind}")
         self.box_iou = box_iou
         self.model = model
-        self.scores = _FrozenProposalScores(model, self.kind)
+        self.scores = _DetectionScores(model, self.kind)
         name = layer or default_detection_layer(model)
         if not name.startswith("backbone."):
             raise LayerError(
@@ -226,15 +226,15 @@ class DetectionExplainer:
 
     def _backbone_features(self, captured: Captured) -> dict[str, Tensor]:
         """The backbone's features from the captured activations: the head's first part."""
-        roi = self.scores.roi
-        roi.keep_features = True
+        frozen = self.scores.frozen
+        frozen.keep_features = True
         try:
             with torch.inference_mode():
                 self.explainer.split.head(captured.activations, captured.context)
-            assert roi.features is not None
-            return roi.features
+            assert frozen.features is not None
+            return frozen.features
         finally:
-            roi.keep_features, roi.features = False, None
+            frozen.keep_features, frozen.features = False, None
 
     def _detect(self, image: Tensor) -> tuple[list[Detection], Captured, tuple[int, int]]:
         """:meth:`detect`, and the layer's activations captured on the way: the backbone runs once, split at
@@ -339,17 +339,17 @@ class DetectionExplainer:
         assert one.inputs is not None
         x = one.inputs
         chosen = _choose(found, detections, iou_threshold)
-        roi = self.scores.roi
-        roi.proposals = torch.tensor([d.proposal for d in chosen], dtype=x.dtype, device=x.device)
-        roi.anchors = torch.tensor([d.anchor for d in chosen], dtype=torch.long, device=x.device)
-        roi.labels = torch.tensor([d.label for d in chosen], dtype=torch.long, device=x.device)
+        frozen = self.scores.frozen
+        frozen.proposals = torch.tensor([d.proposal for d in chosen], dtype=x.dtype, device=x.device)
+        frozen.anchors = torch.tensor([d.anchor for d in chosen], dtype=torch.long, device=x.device)
+        frozen.labels = torch.tensor([d.label for d in chosen], dtype=torch.long, device=x.device)
         height, width = image_size
-        roi.image_size = (height, width)
+        frozen.image_size = (height, width)
         if self.box_iou:  # each detection's box in the resized input (IoU does not change with the scale)
             scale = torch.tensor(
                 [width / image.shape[-1], height / image.shape[-2]] * 2, dtype=x.dtype, device=x.device
             )
-            roi.boxes = torch.tensor([d.box for d in chosen], dtype=x.dtype, device=x.device) * scale
+            frozen.boxes = torch.tensor([d.box for d in chosen], dtype=x.dtype, device=x.device) * scale
         n = len(chosen)
         captured = Captured(
             one.activations.expand(n, *one.activations.shape[1:]).clone(),
