@@ -26,7 +26,7 @@ from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Need, get_method, samp
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
 from .runs.files import prepare_output_dir, shown, tell, write_json_atomic
-from .targets import predicted_regions
+from .targets import pixel_shares, predicted_regions
 from .viz import draw_boxes, overlay, save_grid, save_overlay, save_segmentation
 
 EXIT_BAD_INPUT = 1  # some input files could not be explained; the others were written
@@ -141,12 +141,8 @@ class _Run:
             for rank, targets in ranks
         ]
         logits = next(iter(results[0][1].values())).logits
-        if labels is not None:  # a class's share of the pixels
-            probs = torch.stack(
-                [torch.from_numpy(labels == c).flatten(1).double().mean(1) for c in range(logits.shape[1])], 1
-            )
-        else:
-            probs = logits.softmax(dim=1).cpu()
+        # a segmenter's "probability" of a class: its share of the pixels
+        probs = (pixel_shares(logits) if labels is not None else logits.softmax(dim=1)).cpu()
         for i, (path, crop) in enumerate(zip(files, crops, strict=True)):
             folder = _unique_dir(self.out, path.stem, self.used)
             folder.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ class RegionTarget:
             )
         batch, _, *size = logits.shape
         # None: the class with the largest total logit; range and batch checks as for a class
-        chosen = resolve_targets(self.category, logits.flatten(2).sum(2))  # range and batch checks, as for a class
+        chosen = resolve_targets(self.category, logits.flatten(2).sum(2))
         region = self.region
         if isinstance(region, str):
             if region == "predicted":
@@ -132,26 +132,28 @@ class RegionTarget:
         if bool(empty.any()):
             b = int(empty.nonzero()[0])
             raise TargetError(f"the region of class {int(chosen[b])} in image {b} has no pixel")
-        bound = RegionTarget(self.category, self.region)
-        bound.mask, bound.classes = mask, chosen
-        return bound
+        return self._with(mask, chosen)
 
     def image(self, index: int, n: int) -> RegionTarget:
         """The bound target of image ``index`` for ``n`` evaluations of that image (perturbations)."""
-        if self.mask is None or self.classes is None:
-            raise TargetError("a RegionTarget is bound to the model's output before it gives scores")
-        one = RegionTarget(self.category, self.region)
-        one.mask = self.mask[index : index + 1].expand(n, *self.mask.shape[1:])
-        one.classes = self.classes[index : index + 1].expand(n)
-        return one
+        mask, classes = self._fixed()
+        return self._with(mask[index : index + 1].expand(n, *mask.shape[1:]), classes[index : index + 1].expand(n))
 
     def __call__(self, logits: Tensor) -> Tensor:
+        mask, classes = self._fixed()
+        index = classes.view(-1, 1, *([1] * (logits.dim() - 2))).expand(-1, 1, *logits.shape[2:])
+        maps = logits.gather(1, index)[:, 0]
+        return (maps * mask.to(maps.dtype)).flatten(1).sum(dim=1)
+
+    def _with(self, mask: Tensor, classes: Tensor) -> RegionTarget:
+        bound = RegionTarget(self.category, self.region)
+        bound.mask, bound.classes = mask, classes
+        return bound
+
+    def _fixed(self) -> tuple[Tensor, Tensor]:
         if self.mask is None or self.classes is None:
             raise TargetError("a RegionTarget is bound to the model's output before it gives scores")
-        index = self.classes.view(-1, 1, *([1] * (logits.dim() - 2)))
-        index = index.expand(-1, 1, *logits.shape[2:])
-        maps = logits.gather(1, index)[:, 0]
-        return (maps * self.mask.to(maps.dtype)).flatten(1).sum(dim=1)
+        return self.mask, self.classes
 
 
 def _box_mask(box: Box, size: list[int], batch: int, device: torch.device) -> Tensor:
@@ -189,10 +191,10 @@ def predicted_regions(
     if category is not None:
         chosen = torch.full((1, batch), category, dtype=torch.long, device=logits.device)
     else:
-        counts = torch.stack([(predicted == c).flatten(1).sum(1) for c in range(classes)], dim=1).double()
+        shares = pixel_shares(logits)
         if background is not None and 0 <= background < classes:
-            counts[:, background] -= counts.new_tensor(float(predicted[0].numel() + 1))  # after every other
-        chosen = counts.argsort(dim=1, descending=True, stable=True)[:, : min(top, classes)].T
+            shares[:, background] -= 2.0  # after every other class (a share is at most 1)
+        chosen = shares.argsort(dim=1, descending=True, stable=True)[:, : min(top, classes)].T
     out = []
     for classes_b in chosen:
         mask = predicted == classes_b.view(-1, *([1] * (predicted.dim() - 1)))
@@ -200,3 +202,9 @@ def predicted_regions(
         mask[empty] = True
         out.append(RegionTarget(classes_b, mask))
     return out
+
+
+def pixel_shares(logits: Tensor) -> Tensor:
+    """(B, C): each class's share of the pixels a segmenter's output (B, C, H, W) predicts as it."""
+    predicted = torch.nn.functional.one_hot(logits.argmax(dim=1), logits.shape[1])  # (B, H, W, C)
+    return predicted.flatten(1, -2).double().mean(dim=1)
