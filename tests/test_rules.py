@@ -46,7 +46,7 @@ OPERATIONS: dict[str, Op] = {
     "reciprocal": lambda a: torch.reciprocal(a * a + 1),
     "division by A": lambda a: a / (a * a + 1),
     "division of A by A": lambda a: a.flip(1) / (a.abs() + 0.5),
-    # at the zero reference the denominator is 1e-6: the quotient's shares are huge and would cancel
+    # at the zero reference the denominator is 1e-6: the generic split, not the quotient's closed form
     "division by A near 0": lambda a: a.flip(1) / (a.abs() + 1e-6),
     "product": lambda a: a * a.flip(2),
     "pow(A, A)": lambda a: torch.pow(a.abs() + 0.5, a.flip(1)),
@@ -325,3 +325,19 @@ def test_decisions_are_taken_from_the_actual_pass(reference: str) -> None:
         frozen = torch.cat([torch.where(mask, r, 0.5 * r).mean(dim=(2, 3)), r.flatten(2).gather(2, index)[..., 0]], 1)
         expected = model.fc(frozen).gather(1, exp.targets[:, None])[:, 0]
     torch.testing.assert_close(exp.weights.sum(dim=1), exp.scores - expected, rtol=1e-5, atol=1e-5)
+
+
+def test_quotient_split_is_exact_per_element_also_for_a_denominator_near_0_in_float32() -> None:
+    """The quotient's closed-form split would leave shares of ~1e6 that cancel (error ~0.06 in float32); the
+    generic split takes over there, so each element's contributions add up to its own change."""
+    from liftcam.deeplift import _quotient_multipliers
+
+    generator = torch.Generator().manual_seed(3)
+    for denominator_reference in (1.0, 1e-6):  # a softmax-like denominator, and one near 0
+        a, ref_a = torch.randn(4, 50, generator=generator), torch.zeros(4, 50)
+        b = torch.rand(4, 1, generator=generator) + 0.5
+        ref_b = torch.full((4, 1), denominator_reference)
+        y, m_a, m_b = _quotient_multipliers(a, b, ref_a, ref_b, torch.div)
+        distributed = m_a * (a - ref_a) + m_b * (b - ref_b)
+        change = y - ref_a / ref_b
+        assert float((distributed - change).abs().max()) <= 1e-5 * float(change.abs().max())
