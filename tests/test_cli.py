@@ -234,6 +234,20 @@ def test_detector_draws_its_detections_and_explains_the_first_ones(tmp_path: Pat
     lift = first["methods"]["lift-cam"]
     assert abs(lift["delta"]) <= 1e-4 * max(abs(first["score"]), 1e-6)
     assert Image.open(folder / lift["overlay"]).size == Image.open(photo).size
+    # every FPN level the box head reads: each level's raw map and residual, and the fused map
+    code = main(
+        ["explain", str(photo), "--model", "fasterrcnn_mobilenet_v3_large_320_fpn", "--method", "lift-cam",
+         "--layer", "backbone.fpn", "--target", "top1", "--out", str(tmp_path / "fpn"), "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    (fpn,) = json.loads((tmp_path / "fpn" / "summary.json").read_text())["images"]
+    assert json.loads((tmp_path / "fpn" / "summary.json").read_text())["layer"] == "backbone.fpn[0]+backbone.fpn[1]"
+    item = fpn["explanations"][0]["methods"]["lift-cam"]
+    assert list(item["layers"]) == ["backbone.fpn[0]", "backbone.fpn[1]"]
+    folder = Path(fpn["output_dir"])
+    assert np.load(folder / item["fused"]).ndim == 2
+    for level in item["layers"].values():
+        assert np.load(folder / level["raw"]).ndim == 2 and abs(level["delta"]) <= 1e-4
     # a detector is not a classifier
     assert main(["explain", str(photo), "--model", "resnet18", "--task", "detection", "--out",
                  str(tmp_path / "bad"), "--quiet"]) == EXIT_ERROR  # fmt: skip

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from liftcam.data import sample_photos
 from liftcam.detection import DetectionExplainer
 from liftcam.errors import LayerError, ModelError, TargetError
+from liftcam.fusion import FusedExplanation
 from liftcam.maps import minmax
 
 SIDE = 160
@@ -161,6 +162,19 @@ def test_single_stage_detections_are_explained_at_their_frozen_anchor(name: str,
     assert lift.delta is not None
     assert float((lift.delta.abs() / lift.scores.abs()).max()) < 1e-4
     assert bool(torch.isfinite(result.explanations["grad-cam"].raw).all())
+    if kind != "ssd":  # every FPN level (p6, p7 too: the head reads them all), each conserving
+        if kind == "fcos":  # GroupNorm of a zero level divides by sqrt(eps): float32 keeps only 1e-2 of the sum
+            model, image = model.double(), image.double()
+        levels = DetectionExplainer(model, "backbone.fpn")
+        assert levels.layers == [f"backbone.fpn[{k}]" for k in ["0", "1", "2", "p6", "p7"]]
+        fused = levels(image, "lift-cam", detections=[0, 1]).explanations["lift-cam"]
+        assert isinstance(fused, FusedExplanation) and fused.maps.shape == (2, SIDE, SIDE)
+        read = torch.zeros(2, dtype=torch.bool)
+        for exp in fused.layers.values():
+            assert exp.delta is not None and float((exp.delta.abs() / exp.scores.abs()).max()) < 1e-4
+            assert exp.weights is not None
+            read |= exp.weights.abs().sum(dim=1) > 0
+        assert bool(read.all())  # each detection's score reads its anchor's level
 
 
 def test_maps_cover_the_padded_input_and_the_image_size_is_given(detector: nn.Module, image: Tensor) -> None:
@@ -221,3 +235,50 @@ def test_any_detector_plugs_in_through_an_output_function(detector: nn.Module, i
     frozen = DetectionExplainer(detector, layer)(image, "grad-cam", detections=[2]).explanations["grad-cam"]
     torch.testing.assert_close(ours.scores, frozen.scores)
     assert float((ours.maps - frozen.maps).abs().max()) < 2e-3
+
+
+def test_fpn_levels_each_conserve_and_the_fused_grad_cam_equals_pytorch_grad_cams() -> None:
+    """``layer="backbone.fpn"``: the levels the box head reads (not ``pool``, which only the frozen RPN reads).
+    RoIAlign reads one level per proposal, chosen by its size (frozen with the proposal): each detection's
+    map is at its own level. pytorch-grad-cam fuses the FPN's output convolutions the same way."""
+    pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+    torch.manual_seed(0)
+    model: Any = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0, min_size=SIDE, max_size=SIDE
+    )
+    for m in model.backbone.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    model.backbone.train()
+    with torch.no_grad():
+        model.backbone(torch.rand(8, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1)))
+        model.roi_heads.box_predictor.cls_score.weight.mul_(1e-3)
+    model.roi_heads.box_roi_pool.canonical_scale = 64  # this small input's proposals spread over three levels
+    model.eval()
+    photo = Image.open(sample_photos()["astronaut"]).convert("RGB").resize((SIDE, SIDE))
+    image = TF.to_tensor(photo)
+
+    explainer = DetectionExplainer(model, "backbone.fpn")
+    assert explainer.layers == [f"backbone.fpn[{k}]" for k in range(4)]
+    found, _ = explainer.detect(image)
+    level_of = model.roi_heads.box_roi_pool.map_levels
+    levels = [int(level_of([torch.tensor([d.proposal])])) for d in found]
+    chosen = [levels.index(k) for k in sorted(set(levels))]
+    assert len(chosen) >= 3
+    result = explainer(image, ["lift-cam", "grad-cam"], detections=chosen)
+    lift, grad = result.explanations["lift-cam"], result.explanations["grad-cam"]
+    assert isinstance(lift, FusedExplanation) and isinstance(grad, FusedExplanation)
+    for level, exp in enumerate(lift.layers.values()):
+        assert exp.delta is not None and exp.weights is not None
+        assert float((exp.delta.abs() / exp.scores.abs()).max()) < 1e-4
+        for row, j in enumerate(chosen):  # only the detection's own level has coefficients
+            assert (float(exp.weights[row].abs().sum()) > 1e-4) == (levels[j] == level)
+
+    blocks = list(model.backbone.fpn.layer_blocks)  # the FPN's output convolutions: its levels
+    for row, j in enumerate(chosen):
+        with pytorch_grad_cam.GradCAM(model=model, target_layers=blocks) as cam:
+            peer = torch.from_numpy(cam(input_tensor=image[None], targets=[lambda out, j=j: out["scores"][j]]))
+        assert float((grad.maps[row] - minmax(peer)[0]).abs().max()) < 2e-3
+        assert grad.maps[row].std() > 0.05
+    with pytest.raises(LayerError, match="no element 'p9'"):
+        DetectionExplainer(model, "backbone.fpn[p9]")(image, "grad-cam", detections=[0])

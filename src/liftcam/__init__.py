@@ -9,8 +9,18 @@ from __future__ import annotations
 
 from .errors import LiftCamError
 from .explain import Explainer, Explanation, explain
+from .fusion import FusedExplanation, MultiLayerExplainer
 from .methods import METHODS
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "Explainer", "Explanation", "LiftCamError", "__version__", "explain"]
+__all__ = [
+    "METHODS",
+    "Explainer",
+    "Explanation",
+    "FusedExplanation",
+    "LiftCamError",
+    "MultiLayerExplainer",
+    "__version__",
+    "explain",
+]

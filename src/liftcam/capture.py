@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -113,12 +113,17 @@ class Captured:
     inputs: Tensor | None = None
 
 
-class _Views:
-    """The map view of a layer's output, found once per output shape; for a layer that outputs a tuple or
-    list of tensors (HRNet's branches, TNT's pixel and patch tokens), the element explained: ``element``,
-    by default the first one with the batch's size that can be seen as maps."""
+#: Which element of a layer's tuple, list or dict output is explained: a position, or a dict's key.
+Element = int | str
 
-    def __init__(self, model: nn.Module, layer: str, reshape: Reshape | None, element: int | None = None) -> None:
+
+class _Views:
+    """The map view of a layer's output, found once per output shape; for a layer that outputs a tuple, list
+    or dict of tensors (HRNet's branches, TNT's pixel and patch tokens, an FPN's levels), the element explained:
+    ``element`` (a position, or a dict's key), by default the first one with the batch's size that can be
+    seen as maps."""
+
+    def __init__(self, model: nn.Module, layer: str, reshape: Reshape | None, element: Element | None = None) -> None:
         self.model, self.layer, self.reshape, self.element = model, layer, reshape, element
         self.by_shape: dict[tuple[int, ...], MapView | None] = {}
         self.current: MapView | None = None
@@ -130,13 +135,19 @@ class _Views:
                 self.by_shape[key] = map_view(output, tuple(x.shape[2:]), self.model, self.layer, self.reshape)
         return self.by_shape[key]
 
-    def _pick(self, output: tuple[Any, ...] | list[Any], x: Tensor) -> int:
-        if self.element is not None:
-            if not -len(output) <= self.element < len(output) or not isinstance(output[self.element], Tensor):
+    def _pick(self, output: tuple[Any, ...] | list[Any], x: Tensor, keys: list[Any] | None = None) -> int:
+        element = self.element
+        if isinstance(element, str):
+            if keys is None or element not in map(str, keys):
+                found = f"keys {', '.join(map(str, keys))}" if keys is not None else f"{len(output)} values, no keys"
+                raise LayerError(f"layer {self.layer!r} outputs {found}; no element {element!r}")
+            element = [str(k) for k in keys].index(element)
+        if element is not None:
+            if not -len(output) <= element < len(output) or not isinstance(output[element], Tensor):
                 raise LayerError(
-                    f"layer {self.layer!r} outputs {len(output)} values; element {self.element} is not a tensor"
+                    f"layer {self.layer!r} outputs {len(output)} values; element {element} is not a tensor"
                 )
-            return self.element % len(output)
+            return element % len(output)
         for i, value in enumerate(output):
             if isinstance(value, Tensor) and value.dim() >= 3 and value.shape[0] == x.shape[0]:
                 try:
@@ -147,11 +158,15 @@ class _Views:
                     return i
         raise LayerError(f"layer {self.layer!r} outputs {len(output)} values, none of them maps; pick another layer")
 
-    def maps(self, output: Any, x: Tensor) -> tuple[Tensor, tuple[Any, ...]]:
+    def maps(self, output: Any, x: Tensor, keys: list[Any] | None = None) -> tuple[Tensor, tuple[Any, ...]]:
         """The maps, and what the head needs besides them to rebuild the output (the output itself, or the
-        element's index and every element)."""
+        element's index and every element; for a dict, its keys too)."""
+        if isinstance(output, Mapping) and output:
+            keys = list(output)
+            activations, (index, *values) = self.maps(list(output.values()), x, keys)
+            return activations, (index, *values, _Keys(type(output), keys))
         if isinstance(output, (tuple, list)) and output:
-            index = self._pick(output, x)
+            index = self._pick(output, x, keys)
             activations, _ = self.maps(output[index], x)
             return activations, (index, *output)
         if not isinstance(output, Tensor):
@@ -168,16 +183,28 @@ class _Views:
     def output(self, activations: Tensor, extra: tuple[Any, ...]) -> Any:
         if not extra:
             return activations
-        if isinstance(extra[0], int):  # a tuple: the element explained, rebuilt, among the others
-            index, elements = extra[0], list(extra[1:])
+        if isinstance(extra[0], int):  # a tuple or dict: the element explained, rebuilt, among the others
+            keys = extra[-1] if isinstance(extra[-1], _Keys) else None
+            index, elements = extra[0], list(extra[1 : len(extra) - (keys is not None)])
             original = elements[index]
             view = self.by_shape.get(tuple(original.shape[1:]))
             elements[index] = activations if view is None else view.from_maps(activations, original)
-            return tuple(elements)
+            return tuple(elements) if keys is None else keys.rebuild(elements)
         (original,) = extra
         view = self.by_shape[tuple(original.shape[1:])]
         assert view is not None
         return view.from_maps(activations, original)
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """A dict output's type and keys, to rebuild it around the explained element."""
+
+    kind: type
+    keys: list[Any]
+
+    def rebuild(self, values: list[Any]) -> Any:
+        return self.kind(zip(self.keys, values, strict=True))
 
 
 class SplitModel(Protocol):
@@ -244,6 +271,17 @@ def _pick_call(layer: str, calls: int, call: int | None) -> int:
     return 0 if call is None else call - 1
 
 
+def parse_element(layer: str | nn.Module) -> tuple[str | nn.Module, Element | None]:
+    """``"name[e]"`` -> ``("name", e)``: element ``e`` of a layer's tuple, list or dict output (a position, or a
+    dict's key: ``"backbone.fpn[pool]"``); else no element."""
+    if isinstance(layer, str) and layer.endswith("]") and "[" in layer:
+        name, _, element = layer[:-1].rpartition("[")
+        if not name or not element:
+            raise LayerError(f"layer {layer!r}: give an element's position or key inside '[...]'")
+        return name, int(element) if element.lstrip("-").isdigit() else element
+    return layer, None
+
+
 def call_name(layer: str, call: int | None) -> str:
     """The layer's name as asked: ``"name#k"`` for a call given, else ``"name"``."""
     return layer if call is None else f"{layer}#{call}"
@@ -261,7 +299,7 @@ class GraphSplit:
         module: nn.Module,
         reshape: Reshape | None = None,
         call: int | None = None,
-        element: int | None = None,
+        element: Element | None = None,
     ) -> None:
         self.layer = layer
         self.module = module
@@ -352,7 +390,7 @@ class RerunSplit:
         module: nn.Module,
         reshape: Reshape | None = None,
         call: int | None = None,
-        element: int | None = None,
+        element: Element | None = None,
     ) -> None:
         self.layer = call_name(layer, call)
         self._name = layer
@@ -428,14 +466,17 @@ def split_model(
     mode: SplitMode = "auto",
     reshape: Reshape | None = None,
     call: int | None = None,
-    element: int | None = None,
+    element: Element | None = None,
 ) -> SplitModel:
     """Cut ``model`` at ``layer``; ``mode="auto"`` uses the graph split, else the re-run fallback.
 
     ``reshape`` says how the layer's output maps to ``(B, K, h, w)`` (found automatically for tokens and
     channels-last outputs). A module called several times in the forward pass (a block's shared ReLU) is
     cut at its ``call``-th call (from 1; ``"name#k"`` says the same), by default the first, as pytorch-grad-cam.
-    A layer that outputs a tuple or list is explained at its ``element`` (default: the first that is maps)."""
+    A layer that outputs a tuple, list or dict is explained at its ``element`` (default: the first that is maps;
+    ``"name[e]"`` says the same)."""
+    layer, named_element = parse_element(layer)
+    element = named_element if element is None else element
     layer, named_call = parse_call(layer)
     call = named_call if call is None else call
     name, module = resolve_layer(model, layer)

@@ -22,6 +22,7 @@ from .data.images import DEFAULT_MAX_PIXELS, ORIGINAL_SIZE, find_images, load_im
 from .data.samples import sample_photos
 from .errors import HeadError, ImageError, LiftCamError, UnsupportedOperationError
 from .explain import Explainer
+from .fusion import FusedExplanation
 from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Need, get_method, sampled_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
@@ -293,6 +294,11 @@ def _explain_summary(args: argparse.Namespace, loaded: LoadedModel, layer: str, 
     }
 
 
+def _file_part(name: str) -> str:
+    """A layer's name as part of a file name: ``backbone.fpn[0]`` -> ``backbone.fpn-0``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
 def _explain_detections(
     args: argparse.Namespace,
     loaded: LoadedModel,
@@ -366,10 +372,22 @@ def _explain_detections(
                     )[0, 0]
                     boxed = draw_boxes(overlay(image, heat.cpu().numpy()), [d.box], [captions[d.index]], [0])
                     Image.fromarray(boxed).save(folder / f"{stem}.png")
-                    np.save(folder / f"{stem}.npy", exp.raw[row].cpu().numpy())
-                    item: dict[str, Any] = {"overlay": f"{stem}.png", "raw": f"{stem}.npy"}
-                    if exp.delta is not None:
-                        item["delta"] = float(exp.delta[row])
+                    item: dict[str, Any] = {"overlay": f"{stem}.png"}
+                    # one layer: its raw map; several (FPN levels): each one's, and the fused map
+                    layers = exp.layers if isinstance(exp, FusedExplanation) else {explainer.layer: exp}
+                    if isinstance(exp, FusedExplanation):
+                        np.save(folder / f"{stem}.npy", exp.maps[row, :shown_h, :shown_w].cpu().numpy())
+                        item["fused"] = f"{stem}.npy"
+                    for layer_name, one in layers.items():
+                        raw = f"{stem}.npy" if len(layers) == 1 else f"{stem}_{_file_part(layer_name)}.npy"
+                        np.save(folder / raw, one.raw[row].cpu().numpy())
+                        part: dict[str, Any] = {"raw": raw}
+                        if one.delta is not None:
+                            part["delta"] = float(one.delta[row])
+                        if len(layers) == 1:
+                            item.update(part)
+                        else:
+                            item.setdefault("layers", {})[layer_name] = part
                     record["methods"][name] = item
                 entry["explanations"].append(record)
             summary["images"].append(entry)

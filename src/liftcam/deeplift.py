@@ -46,6 +46,7 @@ from .tracing import (
     bound_arguments,
     is_inplace,
     iter_tensors,
+    layer_gradient,
     qualified,
     sum_to,
     supported_operations,
@@ -583,11 +584,11 @@ class PairedPass:
     logits: Tensor
     reference_logits: Tensor
     inputs: Tensor
+    layer: str = "?"
 
     def multipliers(self, scores: Tensor) -> Tensor:
         """DeepLIFT multipliers ``m`` of ``scores`` (B,), computed from ``logits``, w.r.t. ``A``."""
-        (m,) = torch.autograd.grad(scores.sum(), self.inputs)
-        return m
+        return layer_gradient(scores, self.inputs, self.layer)
 
 
 def paired_pass(
@@ -627,4 +628,4 @@ def paired_pass(
         raise HeadError("the reference and actual passes through the head took different paths")
     if not logits.requires_grad:
         raise HeadError(f"the model's output does not depend on layer {layer!r}")
-    return PairedPass(logits, reference_logits.detach().expand_as(logits), leaf)
+    return PairedPass(logits, reference_logits.detach().expand_as(logits), leaf, layer)

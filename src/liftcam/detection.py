@@ -15,22 +15,26 @@ IoU, which is not part of this score).
 
 The explained detections are a batch: one copy of the image's activations per detection, so one call of
 every method explains all of them, each :class:`~liftcam.explain.Explanation` row a detection.
+
+Several layers at once (the FPN's levels: ``layer="backbone.fpn"``, or a list) are explained each on its own,
+the other levels at their actual values, and the maps fused as in :mod:`liftcam.fusion`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou, clip_boxes_to_image
+from torchvision.ops import FeaturePyramidNetwork, box_iou, clip_boxes_to_image
 
 from .capture import Captured
 from .errors import LayerError, LiftCamError, ModelError, TargetError
 from .explain import Explainer, Explanation, Reference
+from .fusion import FusedExplanation, fuse
 from .methods import CamMethod
 
 #: A detection chosen by its label and a box ``(x0, y0, x1, y1)`` in image pixels, matched by IoU.
@@ -51,10 +55,11 @@ class Detection:
 
 @dataclass(frozen=True)
 class DetectionExplanation:
-    """The explained detections of one image and, per method, an :class:`Explanation` with one row each."""
+    """The explained detections of one image and, per method, an :class:`Explanation` with one row each (at
+    several layers: a :class:`~liftcam.fusion.FusedExplanation`, each layer's explanation in its ``layers``)."""
 
     detections: list[Detection]
-    explanations: dict[str, Explanation]
+    explanations: dict[str, Explanation] | dict[str, FusedExplanation]
     input_size: tuple[int, int]  # the detector's input (H, W) the maps are computed at: resized, then padded
     image_size: tuple[int, int]  # the resized image within it (top left); maps[:, :h, :w] cover the image
 
@@ -191,31 +196,75 @@ class DetectionExplainer:
     Args:
         model: ``fasterrcnn_*``, ``maskrcnn_*``, ``keypointrcnn_*``, ``retinanet_*``, ``fcos_*``, ``ssd300_*`` or
             ``ssdlite320_*`` from torchvision, or a model with the same parts.
-        layer: a layer of the detector (default: :func:`default_detection_layer`).
+        layer: a layer of the detector's backbone (default: :func:`default_detection_layer`); one FPN level,
+            ``"backbone.fpn[0]"``; or several layers, fused: a list, or ``"backbone.fpn"`` for every FPN level
+            the explained scores read (two-stage: the box head's RoIAlign levels, without ``pool``, which only
+            the frozen RPN reads; single-stage: every level).
         box_iou: two-stage detectors: add to the score the IoU of the detection's box, decoded from the box
             head at the frozen proposal, with its box in the actual pass (1 there), as pytorch-grad-cam's
             ``FasterRCNNBoxScoreTarget``: ``s_j = p_j + IoU(b_j(A), b_j)``.
     """
 
-    def __init__(self, model: nn.Module, layer: str | None = None, box_iou: bool = False) -> None:
+    def __init__(self, model: nn.Module, layer: str | Sequence[str] | None = None, box_iou: bool = False) -> None:
         self.kind = detector_kind(model)
         if box_iou and self.kind != "two-stage":
             raise ModelError(f"box_iou is for two-stage detectors; this one is {self.kind}")
         self.box_iou = box_iou
         self.model = model
         self.scores = _DetectionScores(model, self.kind)
-        name = layer or default_detection_layer(model)
-        if not name.startswith("backbone."):
-            raise LayerError(
-                f"layer {name!r} is not in the detector's backbone: the explained scores depend on the backbone's "
-                "maps (the proposals or anchors are frozen); pick a backbone layer (see 'liftcam layers')"
-            )
-        self.explainer = Explainer(self.scores, "detector." + name)
-        self.explainer.split.layer = name
+        names = [layer] if isinstance(layer, str) else list(layer or [default_detection_layer(model)])
+        if not names:
+            raise LayerError("no layer given")
+        self.explainers = []
+        for name in names:
+            if not name.startswith("backbone."):
+                raise LayerError(
+                    f"layer {name!r} is not in the detector's backbone: the explained scores depend on the "
+                    "backbone's maps (the proposals or anchors are frozen); pick a backbone layer "
+                    "(see 'liftcam layers')"
+                )
+            for level in self._levels(name):
+                try:
+                    explainer = Explainer(self.scores, "detector." + level)
+                except LayerError as exc:  # named as in the user's detector, not in liftcam's scoring module
+                    raise LayerError(str(exc).replace("'detector.", "'")) from None
+                explainer.split.layer = explainer.layer.removeprefix("detector.")
+                self.explainers.append(explainer)
+        if len({e.layer for e in self.explainers}) != len(self.explainers):
+            raise LayerError(f"a layer is given twice: {', '.join(e.layer for e in self.explainers)}")
+        self.explainer = self.explainers[0]
 
     @property
     def layer(self) -> str:
-        return self.explainer.layer
+        """The layer's name; several layers' joined by ``+``."""
+        return "+".join(e.layer for e in self.explainers)
+
+    @property
+    def layers(self) -> list[str]:
+        return [e.layer for e in self.explainers]
+
+    def _levels(self, name: str) -> list[str]:
+        """``name``, or an FPN's levels the explained scores read: ``backbone.fpn`` -> ``backbone.fpn[0]``, ..."""
+        module = dict(self.model.named_modules()).get(name)
+        if not isinstance(module, FeaturePyramidNetwork):
+            return [name]
+        seen: list[Any] = []
+        handle = module.register_forward_hook(lambda _m, _i, output: seen.append(output))
+        reference = next(self.model.parameters())
+        try:
+            with torch.inference_mode():
+                backbone: Any = self.model.backbone
+                backbone(torch.zeros(1, 3, 256, 256, dtype=reference.dtype, device=reference.device))
+        finally:
+            handle.remove()
+        keys = [str(k) for k in seen[0]] if seen and isinstance(seen[0], Mapping) else []
+        if self.kind == "two-stage":
+            pool: Any = self.model.roi_heads  # torchvision's RoIHeads
+            read = {str(k) for k in getattr(pool.box_roi_pool, "featmap_names", keys)}
+            keys = [k for k in keys if k in read]
+        if not keys:
+            raise LayerError(f"layer {name!r} returns no levels the explained scores read")
+        return [f"{name}[{k}]" for k in keys]
 
     def detect(self, image: Tensor) -> tuple[list[Detection], Tensor]:
         """Run the detector on ``image`` (3, H, W) in [0, 1]; its detections, each with its proposal, and the
@@ -257,10 +306,7 @@ class DetectionExplainer:
         with torch.no_grad():
             images = model.transform([image])[0]
         x = images.tensors
-        try:
-            captured = self.explainer.capture(x)
-        except LayerError as exc:  # named as in the user's detector, not in liftcam's scoring module
-            raise LayerError(str(exc).replace("'detector.", "'")) from None
+        captured = self._capture(self.explainer, x)
         backbone = model.backbone
         watched = (model.rpn, model.roi_heads.box_predictor) if two_stage else (model.head, model.anchor_generator)
         hooks = [watched[0].register_forward_hook(keep_first), watched[1].register_forward_hook(keep_second)]
@@ -296,6 +342,13 @@ class DetectionExplainer:
             )
         height, width = images.image_sizes[0]
         return detections, captured, (int(height), int(width))
+
+    @staticmethod
+    def _capture(explainer: Explainer, x: Tensor) -> Captured:
+        try:
+            return explainer.capture(x)
+        except LayerError as exc:  # named as in the user's detector, not in liftcam's scoring module
+            raise LayerError(str(exc).replace("'detector.", "'")) from None
 
     def _candidates(self, seen: dict[str, Any]) -> tuple[Tensor, Any, Tensor]:
         """From the actual pass: every candidate's class scores (N, C) as the detector computes them, a function
@@ -351,15 +404,19 @@ class DetectionExplainer:
             )
             frozen.boxes = torch.tensor([d.box for d in chosen], dtype=x.dtype, device=x.device) * scale
         n = len(chosen)
-        captured = Captured(
-            one.activations.expand(n, *one.activations.shape[1:]).clone(),
-            tuple(c.expand(n, *c.shape[1:]).clone() if isinstance(c, Tensor) else c for c in one.context),
-            one.input_size,
-            x.expand(n, *x.shape[1:]),
-        )
         specs = [method] if isinstance(method, (str, CamMethod)) else list(method)
         targets = torch.arange(n, device=x.device)
-        explanations = self.explainer.explain_captured(captured, specs, targets, reference)
+        per_layer: dict[str, dict[str, Explanation]] = {}
+        for explainer in self.explainers:
+            captured = one if explainer is self.explainer else self._capture(explainer, x)
+            batch = Captured(
+                captured.activations.expand(n, *captured.activations.shape[1:]).clone(),
+                tuple(c.expand(n, *c.shape[1:]).clone() if isinstance(c, Tensor) else c for c in captured.context),
+                captured.input_size,
+                x.expand(n, *x.shape[1:]),
+            )
+            per_layer[explainer.layer] = explainer.explain_captured(batch, specs, targets, reference)
+        explanations = per_layer[self.explainer.layer] if len(per_layer) == 1 else fuse(per_layer)
         return DetectionExplanation(chosen, explanations, (int(x.shape[-2]), int(x.shape[-1])), image_size)
 
 

@@ -10,9 +10,19 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from .capture import Captured, OutputAdapter, SplitMode, call_name, parse_call, resolve_layer, split_model
+from .capture import (
+    Captured,
+    Element,
+    OutputAdapter,
+    SplitMode,
+    call_name,
+    parse_call,
+    parse_element,
+    resolve_layer,
+    split_model,
+)
 from .deeplift import paired_pass
-from .errors import HeadError, LiftCamError
+from .errors import LiftCamError
 from .head import DEFAULT_MEMORY_BYTES, HeadEvaluator
 from .layout import Reshape
 from .linear_head import linear_head_weight
@@ -21,6 +31,7 @@ from .maps import normalized_maps
 from .methods import CamMethod, MethodInputs, Need, get_method
 from .rules import Decomposed
 from .targets import Targets, bind_targets, resolve_targets, target_scores
+from .tracing import layer_gradient
 
 Reference = Literal["zeros", "mean"] | Tensor | None
 
@@ -84,13 +95,15 @@ class Explainer:
         layer: the target layer, a dotted name as in ``model.named_modules()`` or the module; None picks
             one (:func:`liftcam.models.guess_layer`). A module called several times in the forward pass
             (a block's shared ReLU) is cut at its first call (as pytorch-grad-cam), or its k-th with ``"name#k"``.
+            ``"name[e]"`` is ``element=e``.
         split_mode: ``"auto"`` (torch.fx graph split, else re-running the model), ``"graph"`` or
             ``"rerun"``.
         lrp_epsilon: the epsilon of ``lrp-cam``'s rule (captum's default, as the official code).
         output: a function from the model's output to its (B, C) logits, for outputs that are not a tensor,
             a tuple (the first element), a dict with ``"logits"`` or ``"out"``, or an object with ``.logits``.
-        element: for a layer that outputs a tuple or list of tensors, the one explained (default: the first
-            with the batch's size that can be seen as maps); the others are passed on unchanged.
+        element: for a layer that outputs a tuple, list or dict of tensors, the one explained, by position or
+            dict key (default: the first with the batch's size that can be seen as maps); the others are passed
+            on unchanged (an FPN's other levels, HRNet's other branches).
         reshape: how the layer's output becomes maps ``(B, K, h, w)``, a callable as pytorch-grad-cam's
             ``reshape_transform`` that only selects and rearranges elements. Not needed for transformer
             tokens (prefix tokens and the patch grid are found from the model or the input) and
@@ -106,17 +119,22 @@ class Explainer:
         lrp_epsilon: float = 1e-9,
         reshape: Reshape | None = None,
         output: Callable[[Any], Tensor] | None = None,
-        element: int | None = None,
+        element: Element | None = None,
     ) -> None:
         if layer is None:
             from .models import guess_layer
 
             layer = guess_layer(model)
+        layer, named_element = parse_element(layer)
+        if named_element is not None and element is not None and named_element != element:
+            raise LiftCamError(f"element {element!r} and layer {layer}[{named_element}] disagree")
+        element = named_element if element is None else element
         layer, call = parse_call(layer)
         name, module = resolve_layer(model, layer)
         self.model = model if output is None else OutputAdapter(model, output)
         self.split = split_model(self.model, module, split_mode, reshape, call, element)
-        self.split.layer = call_name(name, call)  # the name in the user's model, not in the adapter
+        # the name in the user's model, not in the adapter
+        self.split.layer = call_name(name, call) + ("" if element is None else f"[{element}]")
         self.lrp_epsilon = lrp_epsilon
         # the input's spatial dimensions, from the first convolution: one input without its batch
         # dimension is told apart from a batch
@@ -223,10 +241,8 @@ class Explainer:
                 targets = bind_targets(targets, logits)
                 classes = resolve_targets(targets, logits.detach())
                 scores = target_scores(targets, classes, logits)
-                if not scores.requires_grad:
-                    raise HeadError(f"the explained score does not depend on layer {self.layer!r}")
                 second_order = Need.HESSIAN in needs
-                (gradients,) = torch.autograd.grad(scores.sum(), leaf, create_graph=second_order)
+                gradients = layer_gradient(scores, leaf, self.layer, create_graph=second_order)
                 if second_order:
                     hessian_vector = torch.zeros_like(a)
                     if gradients.requires_grad:  # else the head is piecewise linear: H A = 0

@@ -33,9 +33,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import HeadError, UnsupportedOperationError
+from .errors import UnsupportedOperationError
 from .rules import Kind, frozen_spread, rule_for
-from .tracing import AFFINE, ELEMENTWISE, MAXPOOL, PRODUCT, DependencyMode, iter_tensors, sum_to, supported_operations
+from .tracing import (
+    AFFINE,
+    ELEMENTWISE,
+    MAXPOOL,
+    PRODUCT,
+    DependencyMode,
+    iter_tensors,
+    layer_gradient,
+    sum_to,
+    supported_operations,
+)
 
 #: Calls to which the epsilon rule applies (captum's layers with rules).
 EPSILON_RULE = frozenset(
@@ -233,7 +243,5 @@ def lrp_relevance(
         with _LrpMode(inputs, epsilon, layer):
             logits = head(inputs)
         scores = score(logits)
-    if not scores.requires_grad:
-        raise HeadError(f"the explained score does not depend on layer {layer!r}")
-    (relevance,) = torch.autograd.grad(scores, leaf, grad_outputs=scores.detach())
+    relevance = layer_gradient(scores, leaf, layer, grad_outputs=scores.detach())
     return logits.detach(), relevance

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from .errors import HeadError
 from .rules import RULES, Kind, names_of
 
 # The sets the LRP engine and the head analyses read, from the one table of rules (``rules.py``).
@@ -119,3 +120,22 @@ class DependencyMode(TorchFunctionMode):
         out = func(*args, **kwargs)
         self.mark(out)
         return out
+
+
+def layer_gradient(
+    scores: Tensor, leaf: Tensor, layer: str, grad_outputs: Tensor | None = None, create_graph: bool = False
+) -> Tensor:
+    """``d scores / d leaf`` (with ``grad_outputs``: the vector-Jacobian product); :class:`HeadError` if the
+    scores do not depend on the layer's activations ``leaf`` (they may still depend on the parameters)."""
+    gradient: Tensor | None = None
+    if scores.requires_grad:
+        (gradient,) = torch.autograd.grad(
+            scores if grad_outputs is not None else scores.sum(),
+            leaf,
+            grad_outputs=grad_outputs,
+            create_graph=create_graph,
+            allow_unused=True,
+        )
+    if gradient is None:
+        raise HeadError(f"the explained score does not depend on layer {layer!r}")
+    return gradient
