@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from liftcam.data import sample_photos
 from liftcam.detection import DetectionExplainer
 from liftcam.errors import LayerError, ModelError, TargetError
+from liftcam.explain import Explanation
 from liftcam.fusion import FusedExplanation
 from liftcam.maps import minmax
 
@@ -282,3 +283,45 @@ def test_fpn_levels_each_conserve_and_the_fused_grad_cam_equals_pytorch_grad_cam
         assert grad.maps[row].std() > 0.05
     with pytest.raises(LayerError, match="no element 'p9'"):
         DetectionExplainer(model, "backbone.fpn[p9]")(image, "grad-cam", detections=[0])
+
+
+def test_at_a_body_layer_only_the_fpn_levels_read_are_computed_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The FPN's levels that no frozen proposal reads are skipped (zeros): the scores, LIFT-CAM's coefficients
+    and Grad-CAM's maps are those of the whole FPN."""
+    from liftcam.detection import _ReadLevels
+
+    torch.manual_seed(0)
+    model: Any = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0, min_size=SIDE, max_size=SIDE
+    )
+    model.roi_heads.box_roi_pool.canonical_scale = 64
+    model.eval()
+    image = TF.to_tensor(Image.open(sample_photos()["coffee"]).convert("RGB").resize((SIDE, SIDE)))
+    explainer = DetectionExplainer(model, "backbone.body.layer3")
+    assert explainer.scores.levels is not None
+    assert DetectionExplainer(model, "backbone.fpn").scores.levels is None  # the FPN is explained itself
+    found, _ = explainer.detect(image)
+    level_of = model.roi_heads.box_roi_pool.map_levels
+    levels = [int(level_of([torch.tensor([d.proposal])])) for d in found]
+    chosen = [levels.index(k) for k in sorted(set(levels))][:2]
+    computed: list[int] = []
+    whole = _ReadLevels.forward
+
+    def counting(self: Any, x: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = whole(self, x)
+        computed.append(sum(v.stride(-1) != 0 for v in out.values()))
+        return out
+
+    monkeypatch.setattr(_ReadLevels, "forward", counting)
+    lazy = explainer(image, ["lift-cam", "grad-cam"], detections=chosen[:1]).explanations
+    assert computed and max(computed[1:]) == 1  # the detector's own pass: every level; then the one read
+    monkeypatch.setattr(_ReadLevels, "forward", lambda self, x: dict(self.fpn(x)))
+    full = explainer(image, ["lift-cam", "grad-cam"], detections=chosen[:1]).explanations
+    for method in ("lift-cam", "grad-cam"):
+        ours, reference = lazy[method], full[method]
+        assert isinstance(ours, Explanation) and isinstance(reference, Explanation)
+        torch.testing.assert_close(ours.scores, reference.scores, rtol=0, atol=0)
+        torch.testing.assert_close(ours.raw, reference.raw, rtol=1e-4, atol=1e-6)
+    assert lazy["lift-cam"].delta is not None and float(lazy["lift-cam"].delta.abs().max()) < 1e-4

@@ -129,18 +129,65 @@ def _paired_iou(boxes: Tensor, fixed: Tensor) -> Tensor:
     return inter / (area + fixed_area - inter)
 
 
+class _ReadLevels(nn.Module):
+    """A two-stage detector's FPN computing only the levels RoIAlign reads at the frozen proposals (each
+    proposal is pooled from one level, chosen by its size): the top-down path down to the lowest level read,
+    and the output convolution of the levels read; the others are zeros, never read. The whole FPN while the
+    detector's own pass reads the features, or before proposals are frozen."""
+
+    traced_whole = True
+
+    def __init__(self, fpn: FeaturePyramidNetwork, frozen: _FrozenScores) -> None:
+        super().__init__()
+        self.fpn = fpn
+        self.frozen = [frozen]  # not a submodule: it belongs to the scoring module
+
+    def forward(self, x: dict[str, Tensor]) -> dict[str, Tensor]:
+        fpn, frozen = self.fpn, self.frozen[0]
+        pool: Any = frozen.part.box_roi_pool
+        if frozen.keep_features or pool.map_levels is None or frozen.proposals.shape[0] == 0:
+            return dict(fpn(x))
+        names, values = list(x), list(x.values())
+        read = {str(pool.featmap_names[level]) for level in pool.map_levels([frozen.proposals]).tolist()}
+        wanted = [i for i, name in enumerate(names) if str(name) in read]
+        top = len(values) - 1
+        last_inner = fpn.get_result_from_inner_blocks(values[top], top)
+        out = {}
+        for i in range(top, min(wanted) - 1, -1):
+            if i < top:  # FeaturePyramidNetwork.forward's top-down step
+                lateral = fpn.get_result_from_inner_blocks(values[i], i)
+                last_inner = lateral + F.interpolate(last_inner, size=lateral.shape[-2:], mode="nearest")
+            if i in wanted:
+                out[names[i]] = fpn.get_result_from_layer_blocks(last_inner, i)
+        channels = next(iter(out.values())).shape[1]
+        for i, name in enumerate(names):  # RoIAlign finds its levels by position: every level is there
+            if name not in out:
+                zero = torch.zeros((), dtype=values[i].dtype, device=values[i].device)
+                out[name] = zero.expand(values[i].shape[0], channels, *values[i].shape[-2:])
+        return {name: out[name] for name in names}
+
+
 class _DetectionScores(nn.Module):
     """``x`` (B, 3, H, W), the detector's resized, normalised input, to the scores (B, n) of the n chosen
-    detections."""
+    detections. ``read_levels``: a two-stage detector explained in its FPN's body computes only the FPN
+    levels its frozen proposals read (:class:`_ReadLevels`)."""
 
-    def __init__(self, detector: nn.Module, kind: str) -> None:
+    def __init__(self, detector: nn.Module, kind: str, read_levels: bool = False) -> None:
         super().__init__()
         self.detector = detector
         self.frozen = _FrozenScores(detector, kind)
+        backbone: Any = detector.backbone
+        fpn = getattr(backbone, "fpn", None)
+        self.levels = (
+            _ReadLevels(fpn, self.frozen)
+            if read_levels and kind == "two-stage" and isinstance(fpn, FeaturePyramidNetwork)
+            and hasattr(backbone, "body")
+            else None
+        )  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         backbone: Any = self.detector.backbone
-        features = backbone(x)
+        features = backbone(x) if self.levels is None else self.levels(backbone.body(x))
         if isinstance(features, Tensor):  # RetinaNet and FCOS accept a backbone returning one map
             features = {"0": features}
         scores: Tensor = self.frozen(features)
@@ -211,10 +258,11 @@ class DetectionExplainer:
             raise ModelError(f"box_iou is for two-stage detectors; this one is {self.kind}")
         self.box_iou = box_iou
         self.model = model
-        self.scores = _DetectionScores(model, self.kind)
         names = [layer] if isinstance(layer, str) else list(layer or [default_detection_layer(model)])
         if not names:
             raise LayerError("no layer given")
+        in_body = all(name.startswith("backbone.body.") for name in names)
+        self.scores = _DetectionScores(model, self.kind, read_levels=in_body)
         self.explainers = []
         for name in names:
             if not name.startswith("backbone."):
