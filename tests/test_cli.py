@@ -221,7 +221,7 @@ def test_detector_draws_its_detections_and_explains_the_first_ones(tmp_path: Pat
     torch.manual_seed(0)
     code = main(
         ["explain", str(photo), "--model", "fasterrcnn_mobilenet_v3_large_320_fpn", "--task", "detection",
-         "--method", "lift-cam", "grad-cam", "--target", "top2", "--out", str(out), "--quiet"]
+         "--method", "lift-cam", "grad-cam", "--target", "top2", "--out", str(out), "--grid", "--quiet"]
     )  # fmt: skip
     assert code == 0
     (entry,) = json.loads((out / "summary.json").read_text())["images"]
@@ -234,6 +234,7 @@ def test_detector_draws_its_detections_and_explains_the_first_ones(tmp_path: Pat
     lift = first["methods"]["lift-cam"]
     assert abs(lift["delta"]) <= 1e-4 * max(abs(first["score"]), 1e-6)
     assert Image.open(folder / lift["overlay"]).size == Image.open(photo).size
+    assert Image.open(folder / first["grid"]).size[0] > 2 * Image.open(folder / first["grid"]).size[1]  # a row
     # every FPN level the box head reads: each level's raw map and residual, and the fused map
     code = main(
         ["explain", str(photo), "--model", "fasterrcnn_mobilenet_v3_large_320_fpn", "--method", "lift-cam",

@@ -365,12 +365,14 @@ def _explain_detections(
             shown_h, shown_w = result.image_size  # the maps' padding (to a multiple of 32) left out
             for row, d in enumerate(result.detections):
                 record: dict[str, Any] = {"detection": d.index, "label": d.label, "score": d.score, "methods": {}}
+                heats: dict[str, np.ndarray] = {}
                 for name, exp in result.explanations.items():
                     stem = f"{name}_det{d.index}"
                     heat = torch.nn.functional.interpolate(
                         exp.maps[row, :shown_h, :shown_w][None, None], size=size, mode="bilinear", align_corners=False
                     )[0, 0]
-                    boxed = draw_boxes(overlay(image, heat.cpu().numpy()), [d.box], [captions[d.index]], [0])
+                    heats[name] = heat.cpu().numpy()
+                    boxed = draw_boxes(overlay(image, heats[name]), [d.box], [captions[d.index]], [0])
                     Image.fromarray(boxed).save(folder / f"{stem}.png")
                     item: dict[str, Any] = {"overlay": f"{stem}.png"}
                     # one layer: its raw map; several (FPN levels): each one's, and the fused map
@@ -389,6 +391,10 @@ def _explain_detections(
                         else:
                             item.setdefault("layers", {})[layer_name] = part
                     record["methods"][name] = item
+                if args.method[0] in METHOD_GROUPS or args.grid:  # the detection's box, then every map beside it
+                    boxed_input = draw_boxes(image, [d.box], [captions[d.index]], [0])
+                    record["grid"] = f"grid_det{d.index}.png"
+                    save_grid(folder / record["grid"], boxed_input, heats, f"{path.name}: {captions[d.index]}")
                 entry["explanations"].append(record)
             summary["images"].append(entry)
             write_json_atomic(out / "summary.json", summary)
