@@ -23,7 +23,7 @@ from .data.samples import sample_photos
 from .errors import HeadError, ImageError, LiftCamError, UnsupportedOperationError
 from .explain import Explainer
 from .fusion import FusedExplanation
-from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Need, get_method, sampled_method
+from .methods import GRADIENT_FAMILY, METHODS, CamMethod, method_class, sampled_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
 from .runs.files import prepare_output_dir, shown, tell, write_json_atomic
@@ -103,7 +103,7 @@ class _Run:
     def _drop_inapplicable(self, captured: Any) -> None:
         """With a method group, leave out the methods this head has no rule for (one note each)."""
         self.checked = True
-        for name in [m for m in self.methods if get_method(m).needs & RULE_NEEDS]:
+        for name in [m for m in self.methods if method_class(m).head_specific]:
             try:
                 self.explainer.explain_captured(captured, [name])
             except (HeadError, UnsupportedOperationError) as exc:
@@ -198,15 +198,13 @@ class _Run:
 
 
 METHOD_GROUPS = {"all": METHODS, "fast": GRADIENT_FAMILY}
-# Methods that apply only to some heads: DeepLIFT and LRP rules, the GAP + Linear structure.
-RULE_NEEDS = frozenset({Need.DEEPLIFT, Need.LRP, Need.LINEAR_HEAD})
 
 
 def _resolve_methods(requested: list[str]) -> list[str]:
     if len(requested) == 1 and requested[0] in METHOD_GROUPS:
         return list(METHOD_GROUPS[requested[0]])
     for name in requested:
-        get_method(name)
+        method_class(name)
     return list(dict.fromkeys(requested))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
@@ -21,17 +20,14 @@ from .capture import (
     resolve_layer,
     split_model,
 )
-from .deeplift import paired_pass
 from .errors import LiftCamError
-from .head import DEFAULT_MEMORY_BYTES, HeadEvaluator
+from .head import DEFAULT_MEMORY_BYTES
 from .layout import Reshape
 from .linear_head import linear_head_weight
-from .lrp import lrp_relevance
 from .maps import normalized_maps
-from .methods import CamMethod, MethodInputs, Need, get_method
-from .rules import Decomposed
-from .targets import Targets, bind_targets, resolve_targets, target_scores
-from .tracing import layer_gradient
+from .methods import CamMethod, Need, get_method
+from .providers import Batch, provide
+from .targets import Targets
 
 Reference = Literal["zeros", "mean"] | Tensor | None
 
@@ -221,79 +217,20 @@ class Explainer:
         chosen = {m.name: m for m in (get_method(spec) for spec in methods)}
         if not chosen:
             raise LiftCamError("no method given")
-        needs: set[Need] = set().union(*(m.needs for m in chosen.values()))
-        a = captured.activations
-        context = captured.context
-        ref = resolve_reference(reference, a)
-
-        def head(t: Tensor) -> Tensor:
-            return self.split.head(t, context)
-
-        logits: Tensor | None = None
-        classes: Tensor | None = None
-        gradients = hessian_vector = multipliers = relevance = reference_scores = weight = None
-        if needs & {Need.GRADIENTS, Need.HESSIAN}:
-            leaf = a.detach().requires_grad_(True)
-            # fused attention has no second derivative: the Hessian pass runs its decomposition
-            decomposed = Decomposed() if Need.HESSIAN in needs else contextlib.nullcontext()
-            with torch.enable_grad(), decomposed:
-                logits = head(leaf.clone())
-                targets = bind_targets(targets, logits)
-                classes = resolve_targets(targets, logits.detach())
-                scores = target_scores(targets, classes, logits)
-                second_order = Need.HESSIAN in needs
-                gradients = layer_gradient(scores, leaf, self.layer, create_graph=second_order)
-                if second_order:
-                    hessian_vector = torch.zeros_like(a)
-                    if gradients.requires_grad:  # else the head is piecewise linear: H A = 0
-                        (hv,) = torch.autograd.grad(gradients, leaf, grad_outputs=a, allow_unused=True)
-                        hessian_vector = hv if hv is not None else hessian_vector
-                    gradients = gradients.detach()
-        if Need.DEEPLIFT in needs:
-            # One reference for the whole batch and a head that reads nothing else of the batch:
-            # the reference pass runs on a single sample.
-            shared = ref.stride(0) == 0 and not context
-            paired = paired_pass(head, a, ref, self.layer, shared_reference=shared)
-            if classes is None:
-                logits = paired.logits
-                targets = bind_targets(targets, logits)
-                classes = resolve_targets(targets, paired.logits.detach())
-            deeplift_scores = target_scores(targets, classes, paired.logits)
-            reference_scores = target_scores(targets, classes, paired.reference_logits).detach()
-            multipliers = paired.multipliers(deeplift_scores)
-        if logits is None:
-            logits = self.logits(captured)
-            targets = bind_targets(targets, logits)
-            classes = resolve_targets(targets, logits)
-        assert classes is not None
-        logits = logits.detach()
-        if not bool(torch.isfinite(logits).all()):
-            raise LiftCamError("the model's output contains NaN or infinite values")
-        scores = target_scores(targets, classes, logits)
-        if Need.LRP in needs:
-            _, relevance = lrp_relevance(
-                head, a, lambda lg: target_scores(targets, classes, lg), self.lrp_epsilon, self.layer
-            )
-        if Need.LINEAR_HEAD in needs:
-            weight = self.linear_head_weight(captured)
-        score_function = targets if callable(targets) and not isinstance(targets, Tensor) else None
-        evaluator = HeadEvaluator(self.split, captured, targets, classes, memory_bytes) if Need.HEAD in needs else None
-
-        inputs = MethodInputs(
-            activations=a,
-            targets=classes,
-            scores=scores,
-            reference=ref,
-            gradients=gradients,
-            hessian_vector=None if hessian_vector is None else hessian_vector.detach(),
-            multipliers=multipliers,
-            relevance=relevance,
-            linear_weight=weight,
-            evaluator=evaluator,
-            images=captured.inputs,
+        needs: frozenset[Need] = frozenset().union(*(m.needs for m in chosen.values()))
+        batch = Batch(
+            split=self.split,
+            captured=captured,
+            targets=targets,
+            reference=resolve_reference(reference, captured.activations),
+            needs=needs,
             model=self.model,
-            score_function=score_function,
+            lrp_epsilon=self.lrp_epsilon,
+            memory_bytes=memory_bytes,
         )
+        inputs = provide(batch)
+        classes, scores, logits, reference_scores = inputs.targets, inputs.scores, batch.logits, batch.reference_scores
+        assert logits is not None
         explanations: dict[str, Explanation] = {}
         for name, m in chosen.items():
             result = m.compute(inputs)

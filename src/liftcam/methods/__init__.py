@@ -6,13 +6,20 @@ from ..errors import LiftCamError
 from .ablation_cam import AblationCam
 from .base import CamMethod, MethodInputs, MethodResult, Need
 from .cam import Cam
+from .eigen_cam import EigenCam
+from .eigen_grad_cam import EigenGradCam
+from .fem import Fem
+from .finer_cam import FinerCam
 from .grad_cam import GradCam
+from .grad_cam_elementwise import GradCamElementWise
 from .grad_cam_plusplus import GradCamPlusPlus
 from .hires_cam import HiResCam
+from .kpca_cam import KpcaCam
 from .layer_cam import LayerCam
 from .lift_cam import LiftCam
 from .lime_cam import LimeCam
 from .lrp_cam import LrpCam
+from .random_cam import RandomCam
 from .score_cam import ScoreCam
 from .shap import Shap
 from .shapley_cam import ShapleyCam
@@ -32,32 +39,40 @@ _CLASSES: tuple[type[CamMethod], ...] = (
     LrpCam,
     LimeCam,
     Shap,
+    GradCamElementWise,
+    EigenCam,
+    EigenGradCam,
+    KpcaCam,
+    Fem,
+    FinerCam,
+    RandomCam,
 )
 _REGISTRY: dict[str, type[CamMethod]] = {cls.name: cls for cls in _CLASSES}
 
 #: Names of the available methods, in display order.
 METHODS: tuple[str, ...] = tuple(_REGISTRY)
 #: Methods that need one forward/backward pass at most (the fast family).
-GRADIENT_FAMILY: tuple[str, ...] = ("lift-cam", "cam", "grad-cam", "grad-cam++", "xgrad-cam", "hires-cam", "layer-cam")
+GRADIENT_FAMILY: tuple[str, ...] = tuple(name for name, cls in _REGISTRY.items() if cls.single_pass)
+
+
+def method_class(name: str) -> type[CamMethod]:
+    """The class registered under ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise LiftCamError(f"unknown method {name!r}; available: {', '.join(METHODS)}") from None
 
 
 def get_method(method: str | CamMethod) -> CamMethod:
     """A method instance: the given one, or the default-configured one registered under a name."""
     if isinstance(method, CamMethod):
         return method
-    try:
-        return _REGISTRY[method]()
-    except KeyError:
-        raise LiftCamError(f"unknown method {method!r}; available: {', '.join(METHODS)}") from None
+    return method_class(method)()
 
 
 def sampled_method(name: str, seed: int = 0, n_samples: int | None = None) -> CamMethod:
     """The method ``name``, with ``seed`` (and ``n_samples``) for the methods that sample; others as registered."""
-    if name == "shap":
-        return Shap(seed=seed) if n_samples is None else Shap(n_samples=n_samples, seed=seed)
-    if name == "lime-cam":
-        return LimeCam(seed=seed)
-    return get_method(name)
+    return method_class(name).seeded(seed, n_samples)
 
 
 __all__ = [
@@ -66,9 +81,15 @@ __all__ = [
     "AblationCam",
     "Cam",
     "CamMethod",
+    "EigenCam",
+    "EigenGradCam",
+    "Fem",
+    "FinerCam",
     "GradCam",
+    "GradCamElementWise",
     "GradCamPlusPlus",
     "HiResCam",
+    "KpcaCam",
     "LayerCam",
     "LiftCam",
     "LimeCam",
@@ -76,10 +97,12 @@ __all__ = [
     "MethodInputs",
     "MethodResult",
     "Need",
+    "RandomCam",
     "ScoreCam",
     "Shap",
     "ShapleyCam",
     "XGradCam",
     "get_method",
+    "method_class",
     "sampled_method",
 ]

@@ -30,6 +30,7 @@ class Need(Enum):
     LINEAR_HEAD = "linear_head"  # the weight W (C, K) of a GAP + Linear head
     HEAD = "head"  # evaluations of the head on modified activations
     MODEL = "model"  # evaluations of the whole model on modified inputs
+    HEAD_PASS = "head_pass"  # the head as a function of A, to differentiate a score of the method's own
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class MethodInputs:
     images: Tensor | None = None
     model: nn.Module | None = None
     score_function: Callable[[Tensor], Tensor] | None = None  # for targets given as a function
+    head: Callable[[Tensor], Tensor] | None = None  # A -> the model's output, with autograd
+    layer: str = "?"  # the target layer's name, for messages
 
     def require(self, name: str) -> Tensor:
         value = getattr(self, name)
@@ -71,8 +74,15 @@ class MethodResult:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
+#: Needs that only some heads meet (DeepLIFT's and LRP's rules, the GAP + Linear structure).
+HEAD_SPECIFIC_NEEDS = frozenset({Need.DEEPLIFT, Need.LRP, Need.LINEAR_HEAD})
+
+
 class CamMethod(ABC):
-    """A CAM method: ``L = ReLU(sum_k alpha_k A^k)`` for its own coefficients ``alpha``."""
+    """A CAM method: ``L = ReLU(sum_k alpha_k A^k)`` for its own coefficients ``alpha``.
+
+    A method's class carries its facts; the explainer, the command line, fidelity and evaluate read them.
+    """
 
     name: ClassVar[str]
     needs: ClassVar[frozenset[Need]]
@@ -80,6 +90,24 @@ class CamMethod(ABC):
     has_coefficients: ClassVar[bool] = True
     #: Whether the method's game replaces absent channels by the reference R (else R plays no part).
     uses_reference: ClassVar[bool] = False
+    #: One forward and backward pass of the head at most (the ``fast`` group).
+    single_pass: ClassVar[bool] = False
+    #: Whether the method samples at random (then :meth:`seeded` makes it reproducible).
+    sampled: ClassVar[bool] = False
+    #: The Shapley values themselves (the reference fidelity compares against, not a candidate).
+    ground_truth: ClassVar[bool] = False
+    #: Whether only some heads meet the method's needs (set from ``needs``).
+    head_specific: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if hasattr(cls, "needs"):
+            cls.head_specific = bool(cls.needs & HEAD_SPECIFIC_NEEDS)
+
+    @classmethod
+    def seeded(cls, seed: int = 0, n_samples: int | None = None) -> CamMethod:
+        """The method configured with ``seed`` (and ``n_samples``) where it samples; else its defaults."""
+        return cls()
 
     @abstractmethod
     def weights(self, inputs: MethodInputs) -> Tensor | None:

@@ -12,6 +12,7 @@ from .base import CamMethod, MethodInputs, Need
 class Cam(CamMethod):
     name = "cam"
     needs = frozenset({Need.LINEAR_HEAD})
+    single_pass = True
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         if bool((inputs.targets == CUSTOM_TARGET).any()):

@@ -11,6 +11,7 @@ from .base import CamMethod, MethodInputs, Need
 class GradCam(CamMethod):
     name = "grad-cam"
     needs = frozenset({Need.GRADIENTS})
+    single_pass = True
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         return inputs.require("gradients").mean(dim=spatial(inputs.activations))

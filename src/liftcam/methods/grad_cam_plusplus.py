@@ -15,6 +15,7 @@ from .base import CamMethod, MethodInputs, Need
 class GradCamPlusPlus(CamMethod):
     name = "grad-cam++"
     needs = frozenset({Need.GRADIENTS})
+    single_pass = True
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         g = inputs.require("gradients")

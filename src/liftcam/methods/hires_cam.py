@@ -8,6 +8,7 @@ from .base import CamMethod, MethodInputs, MethodResult, Need
 class HiResCam(CamMethod):
     name = "hires-cam"
     needs = frozenset({Need.GRADIENTS})
+    single_pass = True
     has_coefficients = False
 
     def weights(self, inputs: MethodInputs) -> None:

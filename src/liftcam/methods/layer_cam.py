@@ -10,6 +10,7 @@ from .base import CamMethod, MethodInputs, MethodResult, Need
 class LayerCam(CamMethod):
     name = "layer-cam"
     needs = frozenset({Need.GRADIENTS})
+    single_pass = True
     has_coefficients = False
 
     def weights(self, inputs: MethodInputs) -> None:

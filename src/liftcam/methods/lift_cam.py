@@ -18,6 +18,7 @@ from .base import CamMethod, MethodInputs, Need
 class LiftCam(CamMethod):
     name = "lift-cam"
     needs = frozenset({Need.DEEPLIFT})
+    single_pass = True
     uses_reference = True
 
     def weights(self, inputs: MethodInputs) -> Tensor:

@@ -23,7 +23,13 @@ class LimeCam(CamMethod):
 
     name = "lime-cam"
     needs = frozenset({Need.HEAD})
+    sampled = True
     uses_reference = True
+
+    @classmethod
+    def seeded(cls, seed: int = 0, n_samples: int | None = None) -> LimeCam:
+        """``seed``; the number of samples stays K (``n_samples`` is the Shapley estimators')."""
+        return cls(seed=seed)
 
     def __init__(
         self,

@@ -24,6 +24,8 @@ class Shap(CamMethod):
     name = "shap"
     needs = frozenset({Need.HEAD})
     uses_reference = True
+    sampled = True
+    ground_truth = True
 
     def __init__(
         self,
@@ -38,6 +40,10 @@ class Shap(CamMethod):
         self.seed = seed
         self.max_exact = max_exact
         self.fast = fast
+
+    @classmethod
+    def seeded(cls, seed: int = 0, n_samples: int | None = None) -> Shap:
+        return cls(seed=seed) if n_samples is None else cls(n_samples=n_samples, seed=seed)
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         return self.compute(inputs).weights  # type: ignore[return-value]

@@ -12,6 +12,7 @@ from .base import CamMethod, MethodInputs, Need
 class XGradCam(CamMethod):
     name = "xgrad-cam"
     needs = frozenset({Need.GRADIENTS})
+    single_pass = True
 
     def weights(self, inputs: MethodInputs) -> Tensor:
         a = inputs.activations

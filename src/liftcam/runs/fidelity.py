@@ -39,7 +39,7 @@ from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..errors import HeadError, ImageError, LiftCamError
 from ..explain import Explainer, Reference, resolve_reference
 from ..head import HeadEvaluator
-from ..methods import METHODS, get_method, sampled_method
+from ..methods import METHODS, method_class, sampled_method
 from ..metrics.shapley_fidelity import FIDELITY_METRICS, fidelity
 from ..models import LoadedModel
 from ..shapley import Estimator, image_game, shapley_values
@@ -47,18 +47,9 @@ from ..targets import resolve_targets
 from .files import open_text, tell, write_text_atomic
 from .records import RecordStore, failed_records
 
-#: Methods with channel coefficients, compared by default.
-FIDELITY_METHODS: tuple[str, ...] = (
-    "lift-cam",
-    "lrp-cam",
-    "lime-cam",
-    "ablation-cam",
-    "shapley-cam",
-    "grad-cam",
-    "grad-cam++",
-    "xgrad-cam",
-    "score-cam",
-    "cam",
+#: Methods with channel coefficients, compared by default (every one but the Shapley values themselves).
+FIDELITY_METHODS: tuple[str, ...] = tuple(
+    m for m in METHODS if method_class(m).has_coefficients and not method_class(m).ground_truth
 )
 REFERENCE = "shapley-reference"
 
@@ -86,9 +77,9 @@ def check_fidelity_methods(methods: Sequence[str]) -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise LiftCamError(f"unknown method {unknown[0]!r}; available: {', '.join(METHODS)}")
-    mapless = [m for m in methods if not get_method(m).has_coefficients]
+    mapless = [m for m in methods if not method_class(m).has_coefficients]
     if mapless:
-        comparable = ", ".join(m for m in METHODS if get_method(m).has_coefficients)
+        comparable = ", ".join(m for m in METHODS if method_class(m).has_coefficients)
         raise LiftCamError(
             f"{', '.join(mapless)} define a map, not channel coefficients, so fidelity cannot compare them with "
             f"Shapley values; methods with coefficients: {comparable}"

@@ -1,0 +1,21 @@
+"""Grad-CAM element-wise (pytorch-grad-cam's ``GradCAMElementWise``): map ``sum_k ReLU(g_k * A_k)``, the
+products rectified before the channel sum (HiResCAM rectifies after it)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import CamMethod, MethodInputs, MethodResult, Need
+
+
+class GradCamElementWise(CamMethod):
+    name = "grad-cam-elementwise"
+    needs = frozenset({Need.GRADIENTS})
+    single_pass = True
+    has_coefficients = False
+
+    def weights(self, inputs: MethodInputs) -> None:
+        return None
+
+    def compute(self, inputs: MethodInputs) -> MethodResult:
+        return MethodResult(torch.relu(inputs.require("gradients") * inputs.activations).sum(dim=1), None)
