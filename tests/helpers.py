@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -19,3 +20,13 @@ def shapley_by_enumeration(value: Callable[[tuple[int, ...]], float], k: int) ->
             for subset in itertools.combinations(others, size):
                 phi[j] += weight * (value((*subset, j)) - value(subset))
     return phi
+
+
+def quick_methods(exclude: tuple[str, ...] = ()) -> list[Any]:
+    """Every method, the ones with N forward passes per map (SS-CAM, IS-CAM) with one sample each, so that a
+    test of every method on a real network stays quick."""
+    import liftcam
+    from liftcam.methods import IsCam, SsCam
+
+    quick = {"ss-cam": SsCam(n_samples=1), "is-cam": IsCam(n_samples=1)}
+    return [quick.get(m, m) for m in liftcam.METHODS if m not in exclude]

@@ -49,7 +49,10 @@ def test_fast_methods_write_a_grid(tmp_path: Path) -> None:
     )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["methods"] == ["lift-cam", "cam", "grad-cam", "grad-cam++", "xgrad-cam", "hires-cam", "layer-cam"]
+    assert summary["methods"] == [
+        "lift-cam", "cam", "grad-cam", "grad-cam++", "xgrad-cam", "hires-cam", "layer-cam",
+        "grad-cam-elementwise", "eigen-cam", "eigen-grad-cam", "fem", "finer-cam",
+    ]  # fmt: skip
     for entry in summary["images"]:
         folder = Path(entry["output_dir"])
         assert Image.open(folder / "grid.png").size[0] > 8 * 150
@@ -177,7 +180,10 @@ def test_a_group_leaves_out_what_the_head_has_no_rule_for(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert "cam skipped: cam needs a head that is global average pooling then one Linear layer" in err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["methods"] == ["lift-cam", "grad-cam", "grad-cam++", "xgrad-cam", "hires-cam", "layer-cam"]
+    assert summary["methods"] == [
+        "lift-cam", "grad-cam", "grad-cam++", "xgrad-cam", "hires-cam", "layer-cam",
+        "grad-cam-elementwise", "eigen-cam", "eigen-grad-cam", "fem", "finer-cam",
+    ]  # fmt: skip
     # ConvNeXt's head (LayerNorm, flatten, linear) has DeepLIFT rules: summation-to-delta holds
     record = summary["images"][0]["explanations"][0]
     assert abs(record["methods"]["lift-cam"]["delta"]) <= 1e-4 * max(1.0, abs(record["score"]))

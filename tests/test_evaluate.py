@@ -151,6 +151,8 @@ def test_end_to_end_on_the_labelled_sample_photos(tmp_path: Path, capsys: pytest
         "blur_sigma": 5.0,
         "clip": True,
         "fill": 0.0,
+        "noise": 0.01,
+        "percentiles": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0],
         "step": 0.1,
         "tolerance": 15.0,
     }

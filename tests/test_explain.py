@@ -10,7 +10,9 @@ import torchvision
 from torch import nn
 
 import liftcam
+from helpers import quick_methods
 from liftcam.errors import LayerError, LiftCamError, TargetError
+from liftcam.methods import method_class
 from liftcam.targets import CUSTOM_TARGET
 
 
@@ -20,13 +22,16 @@ def test_contract_shapes_and_ranges(tiny) -> None:  # type: ignore[no-untyped-de
     assert set(many) == set(liftcam.METHODS)
     for name, exp in many.items():
         assert exp.method == name and exp.layer == "act"
-        assert exp.maps.shape == (5, 10, 10) and exp.raw.shape == (5, 5, 5)
+        whole_model = name == "full-grad"  # a map at the input's resolution
+        assert exp.maps.shape == (5, 10, 10) and exp.raw.shape == ((5, 10, 10) if whole_model else (5, 5, 5))
         assert exp.maps.min() >= 0 and exp.maps.max() <= 1 and torch.isfinite(exp.maps).all()
         assert exp.targets.dtype == torch.long and exp.targets.shape == (5,)
         assert exp.scores.shape == (5,) and exp.logits.shape == (5, 3)
         assert not exp.maps.requires_grad and not exp.raw.requires_grad
-        if name in ("hires-cam", "layer-cam"):
+        if not method_class(name).has_coefficients:
             assert exp.weights is None
+            assert name in ("hires-cam", "layer-cam", "grad-cam-elementwise", "eigen-cam", "eigen-grad-cam",
+                            "kpca-cam", "full-grad")  # fmt: skip
         else:
             assert exp.weights is not None and exp.weights.shape == (5, 4)
             # raw is sum_k alpha_k A^k
@@ -178,7 +183,7 @@ def test_hooks_removed_and_model_left_as_found() -> None:
     before = {n: p.detach().clone() for n, p in model.state_dict().items()}
     x = torch.randn(2, 3, 64, 64)
     for mode in ("graph", "rerun"):
-        liftcam.Explainer(model, "layer4", split_mode=mode)(x, list(liftcam.METHODS))  # type: ignore[arg-type]
+        liftcam.Explainer(model, "layer4", split_mode=mode)(x, quick_methods())  # type: ignore[arg-type]
         assert _hook_count(model) == 0
         with pytest.raises(TargetError):
             liftcam.Explainer(model, "layer4", split_mode=mode)(x, "lift-cam", targets=5000)  # type: ignore[arg-type]
@@ -228,8 +233,8 @@ def test_cuda_matches_cpu() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     x = torch.randn(2, 3, 64, 64)
-    cpu = liftcam.explain(model, x, "layer4", list(liftcam.METHODS))
-    gpu = liftcam.explain(model.cuda(), x.cuda(), "layer4", list(liftcam.METHODS))
+    cpu = liftcam.explain(model, x, "layer4", quick_methods())
+    gpu = liftcam.explain(model.cuda(), x.cuda(), "layer4", quick_methods())
     for name in cpu:
         assert gpu[name].maps.is_cuda
         torch.testing.assert_close(gpu[name].maps.cpu(), cpu[name].maps, atol=1e-3, rtol=0)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 import liftcam
 from liftcam.errors import TargetError
 from liftcam.maps import minmax
+from liftcam.methods import CamMethod, IsCam, SsCam
 from liftcam.models import guess_layer
 from liftcam.targets import RegionTarget
 
@@ -20,9 +21,16 @@ SEGMENTERS = {
     "fcn_resnet50": "backbone.layer4",
 }
 # every method except CAM (needs GAP + Linear) and the sampled ones (slow at this K; same game as Ablation)
-DENSE_METHODS = [m for m in liftcam.METHODS if m not in ("cam", "shap", "lime-cam")]
+# cam needs GAP + Linear; finer-cam compares the classes of a (B, C) output (refused on a region: tested);
+# SS-CAM and IS-CAM (N forwards per map) with one sample each
+SAMPLED = ("ss-cam", "is-cam")
+DENSE_METHODS: list[str | CamMethod] = [
+    *(m for m in liftcam.METHODS if m not in ("cam", "shap", "lime-cam", "finer-cam", *SAMPLED)),
+    SsCam(n_samples=1),
+    IsCam(n_samples=1),
+]
 # on ResNet-50's 2048 maps, the methods with one forward per map are left to the smaller models
-ONE_PASS_METHODS = [m for m in DENSE_METHODS if m not in ("score-cam", "ablation-cam")]
+ONE_PASS_METHODS = [m for m in DENSE_METHODS if isinstance(m, str) and m not in ("score-cam", "ablation-cam")]
 
 
 def _segmenter(name: str, classes: int = 5) -> nn.Module:
@@ -58,6 +66,8 @@ def test_every_method_explains_a_predicted_region_and_lift_cam_conserves(name: s
     lift = result["lift-cam"]
     assert lift.delta is not None and lift.weights is not None
     assert float((lift.delta.abs() / lift.scores.abs()).max()) < 1e-4
+    with pytest.raises(TargetError, match="finer-cam compares classes"):
+        explainer(images, "finer-cam", targets=RegionTarget(category))
     # the region is the actual pass's: the reference score is the same pixels' sum at A = 0
     captured = explainer.capture(images)
     zero = captured.activations.zero_()

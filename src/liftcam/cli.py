@@ -103,6 +103,10 @@ class _Run:
     def _drop_inapplicable(self, captured: Any) -> None:
         """With a method group, leave out the methods this head has no rule for (one note each)."""
         self.checked = True
+        if self.loaded.task == "segmentation":
+            for name in [m for m in self.methods if method_class(m).needs_class_scores]:
+                self.methods.remove(name)
+                tell(f"liftcam: note: {name} skipped: it compares classes of a (B, C) output, not pixel regions")
         for name in [m for m in self.methods if method_class(m).head_specific]:
             try:
                 self.explainer.explain_captured(captured, [name])
@@ -483,6 +487,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "blur_sigma": args.blur_sigma,
             "tolerance": args.tolerance,
             "clip": not args.no_clip,
+            "percentiles": tuple(args.road_percentiles),
+            "noise": args.road_noise,
         }
         settings = EvaluateSettings(
             data=str(args.data),
@@ -716,6 +722,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-sigma", type=_number(positive=True), default=5.0, help="insertion: Gaussian blur sigma")
     p.add_argument("--tolerance", type=_number(positive=False), default=15.0, help="pointing game: pixels of tolerance")
     p.add_argument("--no-clip", action="store_true", help="AD and ADD without max(0, .): signed drops")
+    p.add_argument(
+        "--road-percentiles",
+        nargs="+",
+        type=_number(positive=True),
+        default=[10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0],
+        help="ROAD: the percentiles of the map removed at",
+    )
+    p.add_argument("--road-noise", type=_number(positive=False), default=0.01, help="ROAD: the imputation's noise")
     p.add_argument("--batch-size", type=_POSITIVE, default=8, help="images per batch (fixed by image index)")
     p.add_argument("--examples", type=_NATURAL, default=4, help="images with overlays in the report")
     p.add_argument("--device", default="cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
@@ -24,12 +25,16 @@ from .errors import LiftCamError
 from .head import DEFAULT_MEMORY_BYTES
 from .layout import Reshape
 from .linear_head import linear_head_weight
-from .maps import normalized_maps
-from .methods import CamMethod, Need, get_method
+from .maps import normalized_maps, per_channel
+from .methods import CamMethod, MethodResult, Need, get_method
+from .methods.principal import first_component
 from .providers import Batch, provide
 from .targets import Targets
 
 Reference = Literal["zeros", "mean"] | Tensor | None
+#: The input's factors in ``aug_smooth`` (ttach's ``Multiply`` as pytorch-grad-cam uses it), each with and
+#: without a horizontal flip.
+AUGMENTATION_FACTORS = (0.9, 1.0, 1.1)
 
 
 @dataclass(frozen=True)
@@ -175,12 +180,26 @@ class Explainer:
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
-        self, x: Tensor, method: str | CamMethod = ..., targets: Targets = ..., reference: Reference = ...
+        self,
+        x: Tensor,
+        method: str | CamMethod = ...,
+        targets: Targets = ...,
+        reference: Reference = ...,
+        *,
+        eigen_smooth: bool = ...,
+        aug_smooth: bool = ...,
     ) -> Explanation: ...
 
     @overload
     def __call__(
-        self, x: Tensor, method: Sequence[str | CamMethod], targets: Targets = ..., reference: Reference = ...
+        self,
+        x: Tensor,
+        method: Sequence[str | CamMethod],
+        targets: Targets = ...,
+        reference: Reference = ...,
+        *,
+        eigen_smooth: bool = ...,
+        aug_smooth: bool = ...,
     ) -> dict[str, Explanation]: ...
 
     def __call__(
@@ -189,15 +208,57 @@ class Explainer:
         method: str | CamMethod | Sequence[str | CamMethod] = "lift-cam",
         targets: Targets = None,
         reference: Reference = None,
+        *,
+        eigen_smooth: bool = False,
+        aug_smooth: bool = False,
     ) -> Explanation | dict[str, Explanation]:
         """Explain ``x`` with one method (an :class:`Explanation`) or several (a dict by name).
 
         A method is a name of :data:`METHODS` or a configured instance (``liftcam.methods.Shap(n_samples=200)``).
+        pytorch-grad-cam's smoothing options, for every method:
+
+        * ``eigen_smooth``: the raw map is the first principal component of the channel terms ``alpha_k A^k``
+          (a map method's own terms), not their sum (its sign: agreeing with the sum);
+        * ``aug_smooth``: ``maps`` is the mean of the maps of six test-time augmentations of the input
+          (horizontal flip or not, times 0.9, 1 or 1.1; each map flipped back), the classes those of the
+          input itself; ``raw``, ``weights`` and the rest are the input's own.
         """
         single = isinstance(method, (str, CamMethod))
         specs: list[str | CamMethod] = [method] if single else list(method)  # type: ignore[list-item, arg-type]
-        result = self.explain_captured(self.capture(x), specs, targets, reference)
+        captured = self.capture(x)
+        result = self.explain_captured(captured, specs, targets, reference, eigen_smooth=eigen_smooth)
+        if aug_smooth:
+            assert captured.inputs is not None
+            result = self._augmentation_smoothed(captured.inputs, result, specs, reference, eigen_smooth)
         return next(iter(result.values())) if single else result
+
+    def _augmentation_smoothed(
+        self,
+        x: Tensor,
+        explained: dict[str, Explanation],
+        specs: list[str | CamMethod],
+        reference: Reference,
+        eigen_smooth: bool,
+    ) -> dict[str, Explanation]:
+        """The maps averaged over pytorch-grad-cam's (ttach's) default augmentations: flip x (0.9, 1, 1.1)."""
+        first = next(iter(explained.values()))
+        if bool((first.targets < 0).any()):
+            raise LiftCamError("aug_smooth needs class targets: a function or region target does not follow a flip")
+        total = {name: torch.zeros_like(e.maps) for name, e in explained.items()}
+        for flip in (False, True):
+            for factor in AUGMENTATION_FACTORS:
+                if not flip and factor == 1.0:
+                    maps = {name: e.maps for name, e in explained.items()}
+                else:
+                    augmented = (x.flip(-1) if flip else x) * factor
+                    result = self.explain_captured(
+                        self.capture(augmented), specs, first.targets, reference, eigen_smooth=eigen_smooth
+                    )
+                    maps = {name: e.maps.flip(-1) if flip else e.maps for name, e in result.items()}
+                for name in total:
+                    total[name] += maps[name]
+        count = 2 * len(AUGMENTATION_FACTORS)
+        return {name: dataclasses.replace(e, maps=total[name] / count) for name, e in explained.items()}
 
     def explain_captured(
         self,
@@ -206,13 +267,14 @@ class Explainer:
         targets: Targets = None,
         reference: Reference = None,
         memory_bytes: int = DEFAULT_MEMORY_BYTES,
+        eigen_smooth: bool = False,
     ) -> dict[str, Explanation]:
         """Explain already captured activations with every method in ``methods``.
 
         Each pass is shared by every method that needs it: one head pass with autograd for the
         gradient methods, one paired reference/actual pass for DeepLIFT, one LRP pass, and a
         head evaluator for the perturbation methods. ``memory_bytes`` bounds one chunk of head
-        evaluations.
+        evaluations. ``eigen_smooth``: see :meth:`__call__`.
         """
         chosen = {m.name: m for m in (get_method(spec) for spec in methods)}
         if not chosen:
@@ -238,11 +300,14 @@ class Explainer:
             delta = None
             if Need.DEEPLIFT in m.needs and alpha is not None and reference_scores is not None:
                 delta = alpha.sum(dim=1) - (scores - reference_scores)
+            raw = result.raw.detach()
+            if eigen_smooth:
+                raw = _eigen_smoothed(name, result, captured.activations)
             explanations[name] = Explanation(
                 method=name,
                 layer=self.layer,
-                maps=normalized_maps(result.raw.detach(), captured.input_size),
-                raw=result.raw.detach(),
+                maps=normalized_maps(raw, captured.input_size),
+                raw=raw,
                 weights=None if alpha is None else alpha.detach(),
                 targets=classes,
                 scores=scores,
@@ -253,6 +318,17 @@ class Explainer:
         return explanations
 
 
+def _eigen_smoothed(name: str, result: MethodResult, activations: Tensor) -> Tensor:
+    """pytorch-grad-cam's ``eigen_smooth``: the first principal component of the channel terms
+    ``alpha_k A^k`` (a map method's own terms) instead of their sum, oriented to agree with the sum."""
+    terms = result.contributions
+    if terms is None and result.weights is not None:
+        terms = per_channel(result.weights, activations) * activations
+    if terms is None:
+        raise LiftCamError(f"{name} has no channel terms to smooth (eigen_smooth): its map is not a channel sum")
+    return first_component(terms.detach())[0]
+
+
 @overload
 def explain(  # type: ignore[overload-overlap]
     model: nn.Module,
@@ -261,6 +337,9 @@ def explain(  # type: ignore[overload-overlap]
     method: str | CamMethod = ...,
     targets: Targets = ...,
     reference: Reference = ...,
+    *,
+    eigen_smooth: bool = ...,
+    aug_smooth: bool = ...,
 ) -> Explanation: ...
 
 
@@ -272,6 +351,9 @@ def explain(
     method: Sequence[str | CamMethod],
     targets: Targets = ...,
     reference: Reference = ...,
+    *,
+    eigen_smooth: bool = ...,
+    aug_smooth: bool = ...,
 ) -> dict[str, Explanation]: ...
 
 
@@ -282,6 +364,9 @@ def explain(
     method: str | CamMethod | Sequence[str | CamMethod] = "lift-cam",
     targets: Targets = None,
     reference: Reference = None,
+    *,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
 ) -> Explanation | dict[str, Explanation]:
     """Explain ``model``'s decision on ``x`` with class activation maps at ``layer`` (None: a layer chosen by
     :func:`liftcam.models.guess_layer`).
@@ -290,6 +375,7 @@ def explain(
     names (returns a dict; the body runs once and the head passes are shared). ``targets``: None
     (arg-max), an int, one int per image, or a callable ``logits -> (B,) scores``. ``reference`` (for
     ``lift-cam``): zeros (default), ``"mean"`` over the batch, or a tensor broadcastable to ``A``.
+    ``eigen_smooth``, ``aug_smooth``: pytorch-grad-cam's smoothing (see :meth:`Explainer.__call__`).
     To explain many batches with the same model and layer, build an :class:`Explainer` once.
     """
-    return Explainer(model, layer)(x, method, targets, reference)
+    return Explainer(model, layer)(x, method, targets, reference, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)

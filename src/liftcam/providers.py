@@ -9,7 +9,8 @@ of the batch's methods once, in a fixed order, and hands every method the same :
 * the weight ``W`` of a GAP + Linear head;
 * a head evaluator (ablations, Shapley games, LIME);
 * the input batch and the whole model (Score-CAM masks the input);
-* the head itself, for a method that differentiates a score of its own (Finer-CAM).
+* the head itself, for a method that differentiates a score of its own (Finer-CAM);
+* the layer's activations and gradients at other inputs (SmoothGrad-CAM++'s noisy copies).
 
 The explained classes are bound at the first pass that computes the model's output (the gradient pass, else
 the DeepLIFT pass, else a plain head pass), so that a region or a function target sees the actual output.
@@ -34,7 +35,7 @@ from .linear_head import linear_head_weight
 from .lrp import lrp_relevance
 from .methods.base import MethodInputs, Need
 from .rules import Decomposed
-from .targets import Targets, bind_targets, resolve_targets, target_scores
+from .targets import Targets, bind_targets, image_targets, resolve_targets, target_scores
 from .tracing import layer_gradient
 
 
@@ -133,6 +134,28 @@ def _head(batch: Batch) -> None:
     batch.computed["head"] = batch.head
 
 
+def _at_input(batch: Batch) -> None:
+    """``(x', b) -> (A(x'), ds/dA(x'))`` for copies ``x'`` (n, ...) of image ``b``: the body on them, then the
+    head with autograd; the score is image ``b``'s (its class, or its region bound at the actual input)."""
+
+    def at_input(x: Tensor, index: int) -> tuple[Tensor, Tensor]:
+        assert batch.classes is not None
+        n = x.shape[0]
+        targets = image_targets(batch.targets, index, n)
+        classes = batch.classes[index : index + 1].expand(n)
+        with torch.inference_mode():
+            captured = batch.split.body(x)
+        activations = captured.activations.clone()
+        context = tuple(c.clone() if isinstance(c, Tensor) else c for c in captured.context)
+        leaf = activations.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores = target_scores(targets, classes, batch.split.head(leaf.clone(), context))
+            gradients = layer_gradient(scores, leaf, batch.layer)
+        return activations, gradients.detach()
+
+    batch.computed["at_input"] = at_input
+
+
 def _logits(batch: Batch) -> None:
     """A plain head pass, where no pass that binds the targets ran."""
     if batch.classes is None:
@@ -153,6 +176,7 @@ PROVIDERS: tuple[tuple[Need | None, Provider], ...] = (
     (Need.LINEAR_HEAD, _linear_weight),
     (Need.HEAD, _evaluator),
     (Need.HEAD_PASS, _head),
+    (Need.AT_INPUT, _at_input),
 )
 
 

@@ -10,10 +10,12 @@ from .eigen_cam import EigenCam
 from .eigen_grad_cam import EigenGradCam
 from .fem import Fem
 from .finer_cam import FinerCam
+from .full_grad import FullGrad
 from .grad_cam import GradCam
 from .grad_cam_elementwise import GradCamElementWise
 from .grad_cam_plusplus import GradCamPlusPlus
 from .hires_cam import HiResCam
+from .is_cam import IsCam
 from .kpca_cam import KpcaCam
 from .layer_cam import LayerCam
 from .lift_cam import LiftCam
@@ -23,6 +25,8 @@ from .random_cam import RandomCam
 from .score_cam import ScoreCam
 from .shap import Shap
 from .shapley_cam import ShapleyCam
+from .smoothgrad_cam_pp import SmoothGradCamPlusPlus
+from .ss_cam import SsCam
 from .xgrad_cam import XGradCam
 
 _CLASSES: tuple[type[CamMethod], ...] = (
@@ -45,6 +49,10 @@ _CLASSES: tuple[type[CamMethod], ...] = (
     KpcaCam,
     Fem,
     FinerCam,
+    FullGrad,
+    SsCam,
+    IsCam,
+    SmoothGradCamPlusPlus,
     RandomCam,
 )
 _REGISTRY: dict[str, type[CamMethod]] = {cls.name: cls for cls in _CLASSES}
@@ -85,10 +93,12 @@ __all__ = [
     "EigenGradCam",
     "Fem",
     "FinerCam",
+    "FullGrad",
     "GradCam",
     "GradCamElementWise",
     "GradCamPlusPlus",
     "HiResCam",
+    "IsCam",
     "KpcaCam",
     "LayerCam",
     "LiftCam",
@@ -101,6 +111,8 @@ __all__ = [
     "ScoreCam",
     "Shap",
     "ShapleyCam",
+    "SmoothGradCamPlusPlus",
+    "SsCam",
     "XGradCam",
     "get_method",
     "method_class",

@@ -31,6 +31,7 @@ class Need(Enum):
     HEAD = "head"  # evaluations of the head on modified activations
     MODEL = "model"  # evaluations of the whole model on modified inputs
     HEAD_PASS = "head_pass"  # the head as a function of A, to differentiate a score of the method's own
+    AT_INPUT = "at_input"  # the layer's activations and gradients at another input (noisy copies)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class MethodInputs:
     model: nn.Module | None = None
     score_function: Callable[[Tensor], Tensor] | None = None  # for targets given as a function
     head: Callable[[Tensor], Tensor] | None = None  # A -> the model's output, with autograd
+    at_input: Callable[[Tensor, int], tuple[Tensor, Tensor]] | None = None  # (x', b) -> (A(x'), ds/dA at x')
     layer: str = "?"  # the target layer's name, for messages
 
     def require(self, name: str) -> Tensor:
@@ -67,11 +69,21 @@ class MethodInputs:
 
 @dataclass(frozen=True)
 class MethodResult:
-    """A method's raw map (B, h, w), its coefficients (B, K) or None, and per-method extras."""
+    """A method's raw map (B, h, w), its coefficients (B, K) or None, and per-method extras.
+
+    ``contributions`` (B, K, h, w): a map-only method whose raw map is a sum over channels gives the terms
+    (``raw = contributions.sum(1)``), for ``eigen_smooth``; with coefficients they are ``alpha_k A^k``.
+    """
 
     raw: Tensor
     weights: Tensor | None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    contributions: Tensor | None = None
+
+    @staticmethod
+    def of_terms(contributions: Tensor) -> MethodResult:
+        """A map-only result whose raw map is the channel sum of ``contributions`` (B, K, ...)."""
+        return MethodResult(contributions.sum(dim=1), None, contributions=contributions)
 
 
 #: Needs that only some heads meet (DeepLIFT's and LRP's rules, the GAP + Linear structure).
@@ -96,6 +108,8 @@ class CamMethod(ABC):
     sampled: ClassVar[bool] = False
     #: The Shapley values themselves (the reference fidelity compares against, not a candidate).
     ground_truth: ClassVar[bool] = False
+    #: Whether the method compares classes of a (B, C) output (then no region or function target).
+    needs_class_scores: ClassVar[bool] = False
     #: Whether only some heads meet the method's needs (set from ``needs``).
     head_specific: ClassVar[bool] = False
 

@@ -30,6 +30,7 @@ class FinerCam(CamMethod):
     name = "finer-cam"
     needs = frozenset({Need.HEAD_PASS})
     single_pass = True
+    needs_class_scores = True
 
     def __init__(self, alpha: float = 1.0, comparisons: Sequence[int] = (1, 2, 3), base: str | CamMethod = "grad-cam"):
         from . import get_method  # the registry imports this module
@@ -68,4 +69,5 @@ class FinerCam(CamMethod):
             score = self.finer_score(logits, inputs.targets)
             gradients = layer_gradient(score, leaf, inputs.layer)
         result = self.base.compute(dataclasses.replace(inputs, gradients=gradients.detach()))
-        return MethodResult(result.raw, result.weights, {**result.extras, "finer_score": score.detach()})
+        extras = {**result.extras, "finer_score": score.detach()}
+        return MethodResult(result.raw, result.weights, extras, result.contributions)

@@ -18,4 +18,4 @@ class GradCamElementWise(CamMethod):
         return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
-        return MethodResult(torch.relu(inputs.require("gradients") * inputs.activations).sum(dim=1), None)
+        return MethodResult.of_terms(torch.relu(inputs.require("gradients") * inputs.activations))

@@ -15,4 +15,4 @@ class HiResCam(CamMethod):
         return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
-        return MethodResult((inputs.require("gradients") * inputs.activations).sum(dim=1), None)
+        return MethodResult.of_terms(inputs.require("gradients") * inputs.activations)

@@ -60,8 +60,7 @@ class KpcaCam(CamMethod):
 
     name = "kpca-cam"
     needs = frozenset[Need]()
-    single_pass = True
-    has_coefficients = False
+    has_coefficients = False  # not in the fast group: its eigenproblem grows as (hw)^3
 
     def __init__(self, kernel: Kernel = "sigmoid", gamma: float | None = None) -> None:
         self.kernel: Kernel = kernel

@@ -17,4 +17,4 @@ class LayerCam(CamMethod):
         return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
-        return MethodResult((torch.relu(inputs.require("gradients")) * inputs.activations).sum(dim=1), None)
+        return MethodResult.of_terms(torch.relu(inputs.require("gradients")) * inputs.activations)

@@ -27,5 +27,5 @@ class RandomCam(CamMethod):
     def weights(self, inputs: MethodInputs) -> Tensor:
         a = inputs.activations
         generator = torch.Generator().manual_seed(self.seed)
-        alpha = torch.rand(a.shape[:2], generator=generator, dtype=torch.float64) * 2 - 1
+        alpha = torch.rand(a.shape[:2], generator=generator, dtype=torch.float64, device="cpu") * 2 - 1
         return alpha.to(dtype=a.dtype, device=a.device)

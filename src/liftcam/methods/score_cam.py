@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..capture import model_output_logits
 from ..maps import INTERPOLATION, minmax
-from ..targets import image_targets
 from .base import CamMethod, MethodInputs, Need
+from .masked_inputs import InputScorer
 
 
 class ScoreCam(CamMethod):
@@ -32,14 +31,9 @@ class ScoreCam(CamMethod):
         self.channels_last = channels_last
 
     def weights(self, inputs: MethodInputs) -> Tensor:
-        images, model = inputs.require("images"), inputs.model
-        assert model is not None
+        scorer = InputScorer(inputs, self.batch_size, self.channels_last)
         a = inputs.activations
-        size = images.shape[2:]
-        per_input = images[0].numel() * images.element_size() * 16
-        # larger batches are slower per image on CPU (cache), so 16 unless memory is short
-        batch = self.batch_size or max(1, min(16, (256 * 2**20) // per_input))
-        memory_format = torch.channels_last if self.channels_last and images.dim() == 4 else torch.contiguous_format
+        size = scorer.images.shape[2:]
         rows = []
         for b in range(a.shape[0]):
             mode = INTERPOLATION[len(size)]
@@ -47,19 +41,7 @@ class ScoreCam(CamMethod):
             masks = minmax(up)
             live = masks.flatten(1).amax(dim=1) > 0
             distinct = torch.cat([masks[live], masks.new_zeros(1, *size)])  # all-zero masks share one input
-            scores = []
-            with torch.inference_mode():
-                for start in range(0, distinct.shape[0], batch):
-                    masked = images[b : b + 1] * distinct[start : start + batch, None]
-                    masked = masked.contiguous(memory_format=memory_format)
-                    logits = model_output_logits(model(masked))
-                    if inputs.score_function is not None:  # a function, or a region of a dense output
-                        score = image_targets(inputs.score_function, b, logits.shape[0])
-                        assert callable(score)
-                        scores.append(score(logits))
-                    else:
-                        scores.append(logits.softmax(dim=1)[:, inputs.targets[b]])
-            values = torch.cat(scores)
+            values = scorer.masked(b, distinct, probability=True)
             alpha = values[-1].expand(a.shape[1]).clone()
             alpha[live] = values[:-1]
             rows.append(alpha)

@@ -1,7 +1,7 @@
 """Evaluation metrics, one per module, sharing batched model evaluation (:mod:`.base`).
 
 Faithfulness: Average Drop, Increase in Confidence, Average Drop in Deletion, ADCC, Deletion and
-Insertion AUC. Localisation: energy-based pointing game, pointing game. Fidelity of coefficients to
+Insertion AUC, ROAD. Localisation: energy-based pointing game, pointing game. Fidelity of coefficients to
 Shapley values: :mod:`.shapley_fidelity`.
 """
 
@@ -20,6 +20,7 @@ from .energy_pointing_game import EnergyPointingGame
 from .increase_in_confidence import IncreaseInConfidence
 from .insertion import Insertion
 from .pointing_game import PointingGame
+from .road import Road
 from .shapley_fidelity import FIDELITY_METRICS, fidelity
 
 _METRICS: dict[str, type[Metric]] = {
@@ -33,6 +34,7 @@ _METRICS: dict[str, type[Metric]] = {
         Insertion,
         EnergyPointingGame,
         PointingGame,
+        Road,
     )
 }
 #: Names of the evaluation metrics.
@@ -76,6 +78,7 @@ __all__ = [
     "Metric",
     "MetricBatch",
     "PointingGame",
+    "Road",
     "Scorer",
     "fidelity",
     "get_metric",
