@@ -71,12 +71,16 @@ def linear_imputation(image: Tensor, removed: Tensor) -> Tensor:
     return filled.view_as(image)
 
 
-def noisy_linear_imputation(image: Tensor, removed: Tensor, noise: float, generator: torch.Generator) -> Tensor:
-    """:func:`linear_imputation` plus ``noise * N(0, 1)`` on the filled values (drawn on the CPU ``generator``)."""
-    filled = linear_imputation(image, removed)
+def add_noise(filled: Tensor, removed: Tensor, noise: float, generator: torch.Generator) -> Tensor:
+    """``noise * N(0, 1)`` added in place to the filled values of ``filled`` (C, H, W), drawn (C, n) on the CPU
+    ``generator``; returns ``filled``."""
     if noise:
-        count = int(removed.sum())
-        draw = torch.randn(image.shape[0], count, generator=generator, device="cpu").to(filled)
-        flat = filled.view(image.shape[0], -1)
+        draw = torch.randn(filled.shape[0], int(removed.sum()), generator=generator, device="cpu").to(filled)
+        flat = filled.view(filled.shape[0], -1)
         flat[:, removed.flatten()] += noise * draw
     return filled
+
+
+def noisy_linear_imputation(image: Tensor, removed: Tensor, noise: float, generator: torch.Generator) -> Tensor:
+    """:func:`linear_imputation` plus ``noise * N(0, 1)`` on the filled values (drawn on the CPU ``generator``)."""
+    return add_noise(linear_imputation(image, removed), removed, noise, generator)

@@ -15,6 +15,7 @@ percentile), so an image's value does not depend on its batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from ..errors import LiftCamError
 from .base import Metric, MetricBatch, Scorer, split_methods, stack_methods
-from .imputation import noisy_linear_imputation
+from .imputation import add_noise, linear_imputation
 
 DEFAULT_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -64,13 +65,16 @@ class Road(Metric):
         generators = [torch.Generator().manual_seed(self.seed) for _ in range(b)]  # one stream per image
 
         def make(lo: int, hi: int) -> Tensor:
-            out = []
+            jobs = []
             for index in range(lo, hi):
                 row, (most, percentile) = index // t, steps[index % t]
-                image = row % b
-                removed = removed_pixels(maps[row], percentile, most)
-                out.append(noisy_linear_imputation(batch.inputs[image], removed, self.noise, generators[image]))
-            return torch.stack(out)
+                jobs.append((row % b, removed_pixels(maps[row], percentile, most)))
+            # the sparse solves in parallel threads (SuperLU releases the GIL); the noise after them, in order
+            with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+                filled = list(pool.map(lambda job: linear_imputation(batch.inputs[job[0]], job[1]), jobs))
+            pairs = zip(filled, jobs, strict=True)
+            noisy = [add_noise(f, removed, self.noise, generators[image]) for f, (image, removed) in pairs]
+            return torch.stack(noisy)
 
         scores = scorer.generate(make, maps.shape[0] * t, classes.repeat_interleave(t)).view(-1, t)
         change = scores - base.repeat(len(names))[:, None]
