@@ -49,6 +49,26 @@ def _images(preprocessing: liftcam.data.Preprocessing) -> torch.Tensor:
     return torch.stack(tensors)
 
 
+def sample_maps(
+    batch: int, threads: int, images: int | None = None
+) -> tuple[torch.nn.Module, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """The pretrained EfficientNet-Lite0, the benchmark's images (the first ``images``), each method's maps
+    at its default layer and the explained classes; prints the setting."""
+    lite0 = load_model()
+    x = _images(lite0.preprocessing)[:images]
+    explainer = liftcam.Explainer(lite0.model, lite0.default_layer)
+    maps: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS}
+    classes = []
+    for start in range(0, x.shape[0], batch):
+        out = explainer(x[start : start + batch], METHODS)
+        classes.append(out["lift-cam"].targets)
+        for m in METHODS:
+            maps[m].append(out[m].maps)
+    print(f"torch {torch.__version__}, {threads} threads, CPU; {x.shape[0]} images, {len(METHODS)} methods, "
+          f"batch {batch}; EfficientNet-Lite0 {lite0.default_layer}")  # fmt: skip
+    return lite0.model, x, {m: torch.cat(v) for m, v in maps.items()}, torch.cat(classes)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -59,21 +79,7 @@ def main() -> int:
     from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    lite0 = load_model()
-    model = lite0.model
-    x = _images(lite0.preprocessing)
-    explainer = liftcam.Explainer(model, lite0.default_layer)
-    maps: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS}
-    classes = []
-    for start in range(0, x.shape[0], args.batch):
-        out = explainer(x[start : start + args.batch], METHODS)
-        classes.append(out["lift-cam"].targets)
-        for m in METHODS:
-            maps[m].append(out[m].maps)
-    all_maps = {m: torch.cat(v) for m, v in maps.items()}
-    all_classes = torch.cat(classes)
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU; {x.shape[0]} images, {len(METHODS)} methods, "
-          f"batch {args.batch}; EfficientNet-Lite0 {lite0.default_layer}")  # fmt: skip
+    model, x, all_maps, all_classes = sample_maps(args.batch, args.threads)
 
     def ours() -> dict[str, np.ndarray]:
         scorer = Scorer(model, "softmax")

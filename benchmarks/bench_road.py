@@ -25,10 +25,8 @@ import warnings
 import numpy as np
 import torch
 
-import liftcam
-from bench_metrics import METHODS, _images
+from bench_metrics import METHODS, sample_maps
 from liftcam.metrics import MetricBatch, Road, Scorer
-from liftcam.models import load_model
 
 warnings.filterwarnings("ignore")
 
@@ -44,15 +42,7 @@ def main() -> int:
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    lite0 = load_model()
-    model = lite0.model
-    x = _images(lite0.preprocessing)[: args.images]
-    explainer = liftcam.Explainer(model, lite0.default_layer)
-    out = explainer(x, METHODS)
-    maps = {m: out[m].maps for m in METHODS}
-    classes = out["lift-cam"].targets
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU; {x.shape[0]} images, {len(METHODS)} methods, "
-          f"batch {args.batch}; EfficientNet-Lite0 {lite0.default_layer}")  # fmt: skip
+    model, x, maps, classes = sample_maps(args.batch, args.threads, args.images)
 
     start = time.perf_counter()
     scorer = Scorer(model, "softmax")

@@ -21,13 +21,15 @@ from liftcam.maps import minmax
 SIDE = 160
 
 
-def _detector() -> nn.Module:
+def _detector(name: str = "fasterrcnn_mobilenet_v3_large_fpn", canonical_scale: int | None = None) -> nn.Module:
     """Random weights (no pretrained detector offline), every box kept (score threshold 0), no resizing of
-    a SIDE x SIDE input."""
+    a SIDE x SIDE input. ``canonical_scale``: RoIAlign's (224), smaller to spread small proposals over levels."""
     torch.manual_seed(0)
-    model: Any = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
-        weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0, min_size=SIDE, max_size=SIDE
+    model: Any = torchvision.models.get_model(
+        name, weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0, min_size=SIDE, max_size=SIDE
     )
+    if canonical_scale is not None:
+        model.roi_heads.box_roi_pool.canonical_scale = canonical_scale
     # batch-norm statistics from a few images, else the random backbone's maps vanish (std ~1e-8)
     for m in model.backbone.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -238,24 +240,17 @@ def test_any_detector_plugs_in_through_an_output_function(detector: nn.Module, i
     assert float((ours.maps - frozen.maps).abs().max()) < 2e-3
 
 
-def test_fpn_levels_each_conserve_and_the_fused_grad_cam_equals_pytorch_grad_cams() -> None:
+@pytest.fixture(scope="module")
+def resnet50_fpn() -> nn.Module:
+    return _detector("fasterrcnn_resnet50_fpn", canonical_scale=64)  # small proposals spread over three levels
+
+
+def test_fpn_levels_each_conserve_and_the_fused_grad_cam_equals_pytorch_grad_cams(resnet50_fpn: nn.Module) -> None:
     """``layer="backbone.fpn"``: the levels the box head reads (not ``pool``, which only the frozen RPN reads).
     RoIAlign reads one level per proposal, chosen by its size (frozen with the proposal): each detection's
     map is at its own level. pytorch-grad-cam fuses the FPN's output convolutions the same way."""
     pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
-    torch.manual_seed(0)
-    model: Any = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0, min_size=SIDE, max_size=SIDE
-    )
-    for m in model.backbone.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
-    model.backbone.train()
-    with torch.no_grad():
-        model.backbone(torch.rand(8, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1)))
-        model.roi_heads.box_predictor.cls_score.weight.mul_(1e-3)
-    model.roi_heads.box_roi_pool.canonical_scale = 64  # this small input's proposals spread over three levels
-    model.eval()
+    model: Any = resnet50_fpn
     photo = Image.open(sample_photos()["astronaut"]).convert("RGB").resize((SIDE, SIDE))
     image = TF.to_tensor(photo)
 
@@ -286,18 +281,13 @@ def test_fpn_levels_each_conserve_and_the_fused_grad_cam_equals_pytorch_grad_cam
 
 
 def test_at_a_body_layer_only_the_fpn_levels_read_are_computed_with_the_same_result(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, resnet50_fpn: nn.Module
 ) -> None:
     """The FPN's levels that no frozen proposal reads are skipped (zeros): the scores, LIFT-CAM's coefficients
     and Grad-CAM's maps are those of the whole FPN."""
     from liftcam.detection import _ReadLevels
 
-    torch.manual_seed(0)
-    model: Any = torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0, min_size=SIDE, max_size=SIDE
-    )
-    model.roi_heads.box_roi_pool.canonical_scale = 64
-    model.eval()
+    model: Any = resnet50_fpn
     image = TF.to_tensor(Image.open(sample_photos()["coffee"]).convert("RGB").resize((SIDE, SIDE)))
     explainer = DetectionExplainer(model, "backbone.body.layer3")
     assert explainer.scores.levels is not None

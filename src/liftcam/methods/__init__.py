@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import LiftCamError
 from .ablation_cam import AblationCam
-from .base import CamMethod, MethodInputs, MethodResult, Need
+from .base import CamMethod, MapMethod, MethodInputs, MethodResult, Need
 from .cam import Cam
 from .eigen_cam import EigenCam
 from .eigen_grad_cam import EigenGradCam
@@ -104,6 +104,7 @@ __all__ = [
     "LiftCam",
     "LimeCam",
     "LrpCam",
+    "MapMethod",
     "MethodInputs",
     "MethodResult",
     "Need",

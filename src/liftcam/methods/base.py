@@ -137,3 +137,16 @@ class CamMethod(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({params})"
+
+
+class MapMethod(CamMethod):
+    """A method that defines a map, not channel coefficients: it supplies :meth:`compute` alone."""
+
+    has_coefficients = False
+
+    def weights(self, inputs: MethodInputs) -> None:
+        return None
+
+    @abstractmethod
+    def compute(self, inputs: MethodInputs) -> MethodResult:
+        """The raw map (and, where it is a channel sum, its terms)."""

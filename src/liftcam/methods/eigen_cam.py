@@ -7,18 +7,14 @@ pytorch-grad-cam's ``EigenCAM`` computes the same map up to the SVD's sign, whic
 
 from __future__ import annotations
 
-from .base import CamMethod, MethodInputs, MethodResult, Need
+from .base import MapMethod, MethodInputs, MethodResult, Need
 from .principal import first_component
 
 
-class EigenCam(CamMethod):
+class EigenCam(MapMethod):
     name = "eigen-cam"
     needs = frozenset[Need]()
     single_pass = True
-    has_coefficients = False
-
-    def weights(self, inputs: MethodInputs) -> None:
-        return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
         projection, direction = first_component(inputs.activations)

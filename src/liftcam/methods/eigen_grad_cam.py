@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-from .base import CamMethod, MethodInputs, MethodResult, Need
+from .base import MapMethod, MethodInputs, MethodResult, Need
 from .principal import first_component
 
 
-class EigenGradCam(CamMethod):
+class EigenGradCam(MapMethod):
     name = "eigen-grad-cam"
     needs = frozenset({Need.GRADIENTS})
     single_pass = True
-    has_coefficients = False
-
-    def weights(self, inputs: MethodInputs) -> None:
-        return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
         projection, direction = first_component(inputs.require("gradients") * inputs.activations)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..capture import model_output_logits
 from ..errors import HeadError
 from ..maps import upsample
-from .base import CamMethod, MethodInputs, MethodResult, Need
+from .base import MapMethod, MethodInputs, MethodResult, Need
 
 _BIASED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -43,13 +43,9 @@ def _bias(module: nn.Module) -> Tensor:
     return bias.detach()
 
 
-class FullGrad(CamMethod):
+class FullGrad(MapMethod):
     name = "full-grad"
     needs = frozenset({Need.MODEL})
-    has_coefficients = False
-
-    def weights(self, inputs: MethodInputs) -> None:
-        return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
         images, model = inputs.require("images"), inputs.model

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from .base import CamMethod, MethodInputs, MethodResult, Need
+from .base import MapMethod, MethodInputs, MethodResult, Need
 
 
-class HiResCam(CamMethod):
+class HiResCam(MapMethod):
     name = "hires-cam"
     needs = frozenset({Need.GRADIENTS})
     single_pass = True
-    has_coefficients = False
-
-    def weights(self, inputs: MethodInputs) -> None:
-        return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
         return MethodResult.of_terms(inputs.require("gradients") * inputs.activations)

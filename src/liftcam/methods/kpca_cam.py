@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import LiftCamError
-from .base import CamMethod, MethodInputs, MethodResult, Need
+from .base import MapMethod, MethodInputs, MethodResult, Need
 
 Kernel = Literal["sigmoid", "rbf", "poly", "linear", "cosine"]
 
@@ -55,19 +55,16 @@ def first_kernel_component(maps: Tensor, kernel: Kernel = "sigmoid", gamma: floa
     return projection.reshape(b, *maps.shape[2:])
 
 
-class KpcaCam(CamMethod):
+class KpcaCam(MapMethod):
     """Args: kernel (default "sigmoid"), gamma (default 1/K)."""
 
     name = "kpca-cam"
     needs = frozenset[Need]()
-    has_coefficients = False  # not in the fast group: its eigenproblem grows as (hw)^3
+    # not in the fast group: its eigenproblem grows as (hw)^3
 
     def __init__(self, kernel: Kernel = "sigmoid", gamma: float | None = None) -> None:
         self.kernel: Kernel = kernel
         self.gamma = gamma
-
-    def weights(self, inputs: MethodInputs) -> None:
-        return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
         return MethodResult(first_kernel_component(inputs.activations, self.kernel, self.gamma), None)

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import CamMethod, MethodInputs, MethodResult, Need
+from .base import MapMethod, MethodInputs, MethodResult, Need
 
 
-class LayerCam(CamMethod):
+class LayerCam(MapMethod):
     name = "layer-cam"
     needs = frozenset({Need.GRADIENTS})
     single_pass = True
-    has_coefficients = False
-
-    def weights(self, inputs: MethodInputs) -> None:
-        return None
 
     def compute(self, inputs: MethodInputs) -> MethodResult:
         return MethodResult.of_terms(torch.relu(inputs.require("gradients")) * inputs.activations)
