@@ -232,3 +232,17 @@ def test_exact_enumeration_handles_twenty_players() -> None:
     assert abs(float(exact.values.sum()) - (exact.v_full - exact.v_empty)) < 1e-9
     sampled = permutation_shapley(game, 2000, seed=0)
     assert float(((sampled.values - exact.values).abs() / sampled.stderr).max()) < 5
+
+
+def test_lift_cam_is_complete_where_other_coefficients_are_not(nonlinear) -> None:  # type: ignore[no-untyped-def]
+    """Completeness ``sum alpha / sum phi``: the exact Shapley values sum to F(A) - F(R), and so do LIFT-CAM's
+    coefficients (summation-to-delta) although they differ from phi on this nonlinear head; Grad-CAM's do not."""
+    from liftcam.metrics.shapley_fidelity import completeness
+
+    model, x = nonlinear
+    out = liftcam.explain(model, x, "body", ["lift-cam", "grad-cam", Shap(estimator="exact")])
+    phi = out["shap"].weights
+    for b in range(x.shape[0]):
+        assert abs(completeness(out["lift-cam"].weights[b], phi[b]) - 1) < 1e-4  # type: ignore[index]
+        assert abs(completeness(out["grad-cam"].weights[b], phi[b]) - 1) > 1e-2  # type: ignore[index]
+    assert not torch.allclose(out["lift-cam"].weights, phi, rtol=1e-3)  # type: ignore[arg-type]

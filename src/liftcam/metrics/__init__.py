@@ -1,7 +1,8 @@
 """Evaluation metrics, one per module, sharing batched model evaluation (:mod:`.base`).
 
 Faithfulness: Average Drop, Increase in Confidence, Average Drop in Deletion, ADCC, Deletion and
-Insertion AUC, ROAD. Localisation: energy-based pointing game, pointing game. Fidelity of coefficients to
+Insertion AUC, ROAD. Localisation: energy-based pointing game, pointing game, Relevance Mass Accuracy.
+Complexity of the map alone: Sparseness, entropy complexity. Fidelity of coefficients to
 Shapley values: :mod:`.shapley_fidelity`.
 """
 
@@ -17,11 +18,14 @@ from .average_drop_in_deletion import AverageDropInDeletion
 from .base import Metric, MetricBatch, Scorer
 from .deletion import Deletion
 from .energy_pointing_game import EnergyPointingGame
+from .entropy_complexity import EntropyComplexity
 from .increase_in_confidence import IncreaseInConfidence
 from .insertion import Insertion
 from .pointing_game import PointingGame
+from .relevance_mass_accuracy import RelevanceMassAccuracy
 from .road import Road
 from .shapley_fidelity import FIDELITY_METRICS, fidelity
+from .sparseness import Sparseness
 
 _METRICS: dict[str, type[Metric]] = {
     m.name: m
@@ -35,6 +39,9 @@ _METRICS: dict[str, type[Metric]] = {
         EnergyPointingGame,
         PointingGame,
         Road,
+        RelevanceMassAccuracy,
+        Sparseness,
+        EntropyComplexity,
     )
 }
 #: Names of the evaluation metrics.
@@ -73,13 +80,16 @@ __all__ = [
     "AverageDropInDeletion",
     "Deletion",
     "EnergyPointingGame",
+    "EntropyComplexity",
     "IncreaseInConfidence",
     "Insertion",
     "Metric",
     "MetricBatch",
     "PointingGame",
+    "RelevanceMassAccuracy",
     "Road",
     "Scorer",
+    "Sparseness",
     "fidelity",
     "get_metric",
     "metric_parameters",

@@ -5,6 +5,10 @@ where ``sign(alpha) = sign(phi)``; zero is its own sign, and values within 1e-6 
 magnitude count as zero, so that float noise on inactive channels is not a sign), top-10 overlap (shared channels
 among the 10 largest of each, over 10), and the Pearson correlation of the two normalised maps
 ``minmax(upsample(ReLU(sum_k c_k A^k)))``. A correlation of a constant vector is NaN.
+
+Completeness (Sundararajan et al.'s axiom; Quantus checks it as a yes/no): ``sum_k alpha_k / sum_k phi_k``,
+where ``sum_k phi_k = F(A)_c - F(R)_c`` (Shapley values are efficient): 1 when the coefficients account for
+exactly the score's change from the reference (LIFT-CAM: its summation-to-delta), NaN when that change is 0.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from torch import Tensor
 
 from ..maps import normalized_maps, weighted_sum
 
-FIDELITY_METRICS: tuple[str, ...] = ("pearson", "spearman", "cosine", "sign_agreement", "top10_overlap", "map_pearson")
+FIDELITY_METRICS: tuple[str, ...] = (
+    "pearson",
+    "spearman",
+    "cosine",
+    "sign_agreement",
+    "top10_overlap",
+    "map_pearson",
+    "completeness",
+)
 
 
 def pearson(a: Tensor, b: Tensor) -> float:
@@ -68,6 +80,12 @@ def map_pearson(alpha: Tensor, phi: Tensor, activations: Tensor, size: Sequence[
     return pearson(maps[0], maps[1])
 
 
+def completeness(alpha: Tensor, phi: Tensor) -> float:
+    """``sum alpha / sum phi``; NaN when ``sum phi = 0``."""
+    total = float(phi.double().sum())
+    return float(alpha.double().sum()) / total if total != 0 else float("nan")
+
+
 def fidelity(alpha: Tensor, phi: Tensor, activations: Tensor, size: Sequence[int]) -> dict[str, float]:
     """Every fidelity metric of coefficients ``alpha`` against Shapley values ``phi`` (K,) for one image."""
     return {
@@ -77,4 +95,5 @@ def fidelity(alpha: Tensor, phi: Tensor, activations: Tensor, size: Sequence[int
         "sign_agreement": sign_agreement(alpha, phi),
         "top10_overlap": top_k_overlap(alpha, phi),
         "map_pearson": map_pearson(alpha, phi, activations, size),
+        "completeness": completeness(alpha, phi),
     }

@@ -1,0 +1,73 @@
+"""Metrics equal to Quantus's on the same arrays: Sparseness, Complexity (ours: entropy_complexity) and
+Relevance Mass Accuracy."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from liftcam.maps import minmax
+from liftcam.metrics import EntropyComplexity, MetricBatch, RelevanceMassAccuracy, Scorer, Sparseness
+from liftcam.metrics.energy_pointing_game import EnergyPointingGame, box_mask
+
+quantus = pytest.importorskip("quantus")
+
+
+def _batch() -> MetricBatch:
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 3, 20, 24, generator=g)
+    blobs = torch.nn.functional.interpolate(torch.rand(4, 1, 4, 4, generator=g), size=(20, 24), mode="bilinear")
+    maps = {"smooth": minmax(blobs[:, 0] ** 4), "noise": minmax(torch.rand(4, 20, 24, generator=g))}
+    boxes = [torch.tensor([[2.0, 3.0, 11.0, 14.0]]), torch.tensor([[0.0, 0.0, 5.5, 7.2], [15.0, 9.0, 24.0, 20.0]]),
+             torch.tensor([[8.0, 1.0, 20.0, 6.0]]), None]  # fmt: skip
+    return MetricBatch(x, torch.tensor([0, 1, 2, 3]), maps, boxes)
+
+
+def _quantus(metric: object, batch: MetricBatch, heat: torch.Tensor, masks: np.ndarray | None = None) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = metric(  # type: ignore[operator]
+            model=None,
+            x_batch=batch.inputs.numpy(),
+            y_batch=batch.classes.numpy(),
+            a_batch=heat[:, None].numpy().copy(),
+            s_batch=masks,
+        )
+    return np.asarray(values, dtype=np.float64)
+
+
+def test_sparseness_and_complexity_equal_quantus() -> None:
+    batch = _batch()
+    scorer = Scorer(torch.nn.Identity())  # not used: properties of the map alone
+    ours_sparse = Sparseness().compute(batch, scorer)
+    ours_entropy = EntropyComplexity().compute(batch, scorer)
+    for method, heat in batch.maps.items():
+        sparse = _quantus(quantus.Sparseness(disable_warnings=True, display_progressbar=False), batch, heat)
+        entropy = _quantus(quantus.Complexity(disable_warnings=True, display_progressbar=False), batch, heat)
+        np.testing.assert_allclose(ours_sparse[method]["sparseness"].numpy(), sparse, rtol=1e-5)
+        np.testing.assert_allclose(ours_entropy[method]["entropy_complexity"].numpy(), entropy, rtol=1e-5)
+    # a concentrated map is sparser and simpler than a noisy one
+    assert bool((ours_sparse["smooth"]["sparseness"] > ours_sparse["noise"]["sparseness"]).all())
+    assert bool((ours_entropy["smooth"]["entropy_complexity"] < ours_entropy["noise"]["entropy_complexity"]).all())
+
+
+def test_relevance_mass_accuracy_equals_quantus_and_is_the_energy_pointing_game() -> None:
+    batch = _batch()
+    assert batch.boxes is not None
+    masks = np.stack([
+        box_mask(b, 20, 24).numpy() if b is not None else np.zeros((20, 24), dtype=bool) for b in batch.boxes
+    ])[:, None].astype(np.float32)  # fmt: skip
+    scorer = Scorer(torch.nn.Identity())
+    ours = RelevanceMassAccuracy().compute(batch, scorer)
+    energy = EnergyPointingGame().compute(batch, scorer)
+    for method, heat in batch.maps.items():
+        theirs = _quantus(
+            quantus.RelevanceMassAccuracy(disable_warnings=True, display_progressbar=False), batch, heat, masks
+        )
+        values = ours[method]["relevance_mass_accuracy"].numpy()
+        np.testing.assert_allclose(values[:3], theirs[:3], rtol=1e-5)
+        assert np.isnan(values[3]) and np.isnan(theirs[3])  # no box
+        np.testing.assert_allclose(100 * values[:3], energy[method]["energy_pointing_game"].numpy()[:3], rtol=1e-5)
