@@ -81,3 +81,31 @@ def test_an_images_value_does_not_depend_on_its_batch(model: nn.Module) -> None:
     alone = Road((30, 70)).compute(first, Scorer(model))
     for method in batch.maps:
         torch.testing.assert_close(alone[method]["road"], both[method]["road"][:1], rtol=1e-5, atol=1e-7)
+
+
+def test_arcc_equals_pytorch_grad_cams(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADCC with ROAD for faithfulness; the imputation's noise off on both sides."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.metrics.arcc import ARCC
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    import liftcam
+    from liftcam.metrics import Arcc
+
+    batch = _batch()
+    explainer = liftcam.Explainer(model, "layer4")
+    heat = explainer(batch.inputs, "grad-cam", targets=batch.classes).maps
+    batch = MetricBatch(batch.inputs, batch.classes, {"grad-cam": heat},
+                        reexplain={"grad-cam": lambda x, c: explainer(x, "grad-cam", targets=c).maps})  # fmt: skip
+    ours = Arcc(noise=0.0).compute(batch, Scorer(model, "softmax"))["grad-cam"]
+    original = NoisyLinearImputer.__init__
+    monkeypatch.setattr(NoisyLinearImputer, "__init__", lambda self, noise=0.0, **kw: original(self, noise=0.0))
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in batch.classes]
+    with GradCAM(model=model, target_layers=[model.layer4]) as cam:
+        theirs = ARCC(cam)(batch.inputs, heat.numpy(), targets, model)
+    torch.testing.assert_close(
+        ours["arcc"], torch.from_numpy(np.asarray(theirs, dtype=np.float32)), rtol=1e-3, atol=1e-4
+    )
+    assert float(ours["arcc"].min()) >= 0 and float(ours["arcc"].max()) <= 1
+    assert float(ours["arcc"].max()) > 1e-3  # a positive ROAD term somewhere: not 0 = 0

@@ -1,7 +1,7 @@
 """Evaluation metrics, one per module, sharing batched model evaluation (:mod:`.base`).
 
 Faithfulness: Average Drop, Increase in Confidence, Average Drop in Deletion, ADCC, Deletion and
-Insertion AUC, ROAD. Localisation: energy-based pointing game, pointing game, Relevance Mass Accuracy.
+Insertion AUC, ROAD, ARCC. Localisation: energy-based pointing game, pointing game, Relevance Mass Accuracy.
 Complexity of the map alone: Sparseness, entropy complexity. Fidelity of coefficients to
 Shapley values: :mod:`.shapley_fidelity`.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import LiftCamError
 from .adcc import Adcc
+from .arcc import Arcc
 from .average_drop import AverageDrop
 from .average_drop_in_deletion import AverageDropInDeletion
 from .base import Metric, MetricBatch, Scorer
@@ -34,6 +35,7 @@ _METRICS: dict[str, type[Metric]] = {
         IncreaseInConfidence,
         AverageDropInDeletion,
         Adcc,
+        Arcc,
         Deletion,
         Insertion,
         EnergyPointingGame,
@@ -76,6 +78,7 @@ __all__ = [
     "FIDELITY_METRICS",
     "METRICS",
     "Adcc",
+    "Arcc",
     "AverageDrop",
     "AverageDropInDeletion",
     "Deletion",

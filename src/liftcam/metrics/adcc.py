@@ -24,6 +24,16 @@ def _pearson_rows(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(denominator > 0, (a * b).sum(dim=1) / torch.where(denominator > 0, denominator, 1.0), torch.nan)
 
 
+def coherency(batch: MetricBatch, method: str, maps: Tensor) -> Tensor:
+    """``(Pearson(L(x), L(x * L(x))) + 1) / 2`` per image (B,), the method explaining its masked input again for
+    the same class; 0 where the correlation is undefined (a constant map)."""
+    if batch.reexplain is None:
+        raise ValueError("coherency needs the methods to explain the masked inputs again (reexplain)")
+    again = batch.reexplain[method](batch.inputs * maps[:, None], batch.classes)
+    r = _pearson_rows(maps, again)
+    return torch.where(torch.isnan(r), 0.0, (r + 1) / 2).float()
+
+
 class Adcc(Metric):
     name = "adcc"
 
@@ -32,18 +42,14 @@ class Adcc(Metric):
         return ("adcc", "coherency", "complexity")
 
     def compute(self, batch: MetricBatch, scorer: Scorer) -> dict[str, dict[str, Tensor]]:
-        if batch.reexplain is None:
-            raise ValueError("ADCC needs the methods to explain the masked inputs again (reexplain)")
         base = batch.base_scores(scorer)
         kept = masked_scores(batch, scorer, keep=True)
         out: dict[str, dict[str, Tensor]] = {}
         for method, maps in batch.maps.items():
-            again = batch.reexplain[method](batch.inputs * maps[:, None], batch.classes)
-            r = _pearson_rows(maps, again)
-            coherency = torch.where(torch.isnan(r), 0.0, (r + 1) / 2).float()
+            coherent = coherency(batch, method, maps)
             complexity = maps.flatten(1).mean(dim=1)
             keep = 1 - relative_drop(base, kept[method]) / 100  # ADCC's AD is the clipped one
-            terms = torch.stack([coherency, 1 - complexity, keep])
+            terms = torch.stack([coherent, 1 - complexity, keep])
             adcc = torch.where((terms > 0).all(dim=0), 3 / (1 / terms.clamp_min(1e-12)).sum(dim=0), 0.0)
-            out[method] = {"adcc": 100 * adcc, "coherency": 100 * coherency, "complexity": 100 * complexity}
+            out[method] = {"adcc": 100 * adcc, "coherency": 100 * coherent, "complexity": 100 * complexity}
         return out
