@@ -109,3 +109,10 @@ def test_arcc_equals_pytorch_grad_cams(model: nn.Module, monkeypatch: pytest.Mon
     )
     assert float(ours["arcc"].min()) >= 0 and float(ours["arcc"].max()) <= 1
     assert float(ours["arcc"].max()) > 1e-3  # a positive ROAD term somewhere: not 0 = 0
+
+
+def test_a_constant_map_has_no_road_value(model: nn.Module) -> None:
+    batch = _batch()
+    maps = {"zero": torch.zeros(2, 48, 48), "smooth": batch.maps["smooth"]}
+    values = Road((50,)).compute(MetricBatch(batch.inputs, batch.classes, maps), Scorer(model))
+    assert bool(values["zero"]["road"].isnan().all()) and bool(values["smooth"]["road"].isfinite().all())

@@ -9,7 +9,8 @@ Per image, the score change ``p_c(x_removed) - p_c(x)`` is averaged over the per
 and the headline ``road = (road_lerf - road_morf) / 2`` (pytorch-grad-cam's ``ROADCombined``; higher is better).
 
 The noise is seeded per image (a CPU generator seeded with ``seed``, drawn method by method, percentile by
-percentile), so an image's value does not depend on its batch.
+percentile), so an image's value does not depend on its batch. A constant map (all zeros) ranks no pixel:
+every pixel would be removed and nothing is left to impute from; its values are NaN (left out of the means).
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ class Road(Metric):
         t = len(steps)
         generators = [torch.Generator().manual_seed(self.seed) for _ in range(b)]  # one stream per image
 
+        flat = maps.flatten(1)
+        constant = flat.amax(dim=1) == flat.amin(dim=1)  # no ranking: every pixel would be removed
+
         def make(lo: int, hi: int) -> Tensor:
             jobs = []
             for index in range(lo, hi):
                 row, (most, percentile) = index // t, steps[index % t]
-                jobs.append((row % b, removed_pixels(maps[row], percentile, most)))
+                removed = removed_pixels(maps[row], percentile, most)
+                jobs.append((row % b, removed & ~constant[row]))
             # the sparse solves in parallel threads (SuperLU releases the GIL); the noise after them, in order
             with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
                 filled = list(pool.map(lambda job: linear_imputation(batch.inputs[job[0]], job[1]), jobs))
@@ -79,6 +84,7 @@ class Road(Metric):
         scores = scorer.generate(make, maps.shape[0] * t, classes.repeat_interleave(t)).view(-1, t)
         change = scores - base.repeat(len(names))[:, None]
         half = len(self.percentiles)
+        change[constant] = torch.nan
         morf, lerf = change[:, :half].mean(dim=1), change[:, half:].mean(dim=1)
         result = {}
         for name, m, lf in zip(
