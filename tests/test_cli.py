@@ -258,3 +258,22 @@ def test_detector_draws_its_detections_and_explains_the_first_ones(tmp_path: Pat
     # a detector is not a classifier
     assert main(["explain", str(photo), "--model", "resnet18", "--task", "detection", "--out",
                  str(tmp_path / "bad"), "--quiet"]) == EXIT_ERROR  # fmt: skip
+
+
+def test_fidelity_rates_each_method_against_sampled_shapley_values(tmp_path: Path) -> None:
+    """``--fidelity N`` at the last MBConv block (a nonlinear head): LIFT-CAM's coefficients follow the Shapley
+    values of the maps, Grad-CAM's do not; a map-only method has no coefficients to rate."""
+    photo = sample_photos()["coffee"]
+    out = tmp_path / "fid"
+    code = main(["explain", str(photo), "--layer", "features.16", "--method", "lift-cam", "grad-cam", "hires-cam",
+                 "--fidelity", "16", "--grid", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"] == ["lift-cam", "grad-cam", "hires-cam"]  # the Shapley values are not a method here
+    record = summary["images"][0]["explanations"][0]
+    methods = record["methods"]
+    assert methods["lift-cam"]["shapley_pearson"] > 0.9
+    assert methods["grad-cam"]["shapley_pearson"] < methods["lift-cam"]["shapley_pearson"] - 0.3
+    assert "shapley_pearson" not in methods["hires-cam"] and "shap" not in methods
+    folder = Path(summary["images"][0]["output_dir"])
+    assert (folder / record["grid"]).is_file() and not (folder / "shap.png").exists()

@@ -23,7 +23,8 @@ from .data.samples import sample_photos
 from .errors import HeadError, ImageError, LiftCamError, UnsupportedOperationError
 from .explain import Explainer
 from .fusion import FusedExplanation
-from .methods import GRADIENT_FAMILY, METHODS, CamMethod, method_class, sampled_method
+from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Shap, method_class, sampled_method
+from .metrics.shapley_fidelity import pearson
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
 from .runs.files import prepare_output_dir, shown, tell, write_json_atomic
@@ -141,10 +142,15 @@ class _Run:
             order = self.explainer.logits(captured).argsort(dim=1, descending=True)
             ranks.extend((r + 1, order[:, r]) for r in range(self.target.top))
         specs: list[str | CamMethod] = [sampled_method(m, self.args.seed, self.args.samples) for m in self.methods]
+        # --fidelity N: sampled Shapley values of the maps, to rate each method's coefficients (their Pearson r)
+        hidden = bool(self.args.fidelity) and "shap" not in self.methods and labels is None
+        if hidden:
+            specs.append(Shap(n_samples=self.args.fidelity, seed=self.args.seed))
         results = [
             (rank, self.explainer.explain_captured(captured, specs, targets, self.args.reference))
             for rank, targets in ranks
         ]
+        shapley = [explanations.pop("shap") if hidden else explanations.get("shap") for _, explanations in results]
         logits = next(iter(results[0][1].values())).logits
         # a segmenter's "probability" of a class: its share of the pixels
         probs = (pixel_shares(logits) if labels is not None else logits.softmax(dim=1)).cpu()
@@ -165,8 +171,9 @@ class _Run:
                 names = {c: self.class_name(c) for c in range(probs.shape[1])}
                 save_segmentation(folder / "segmentation.png", crop, labels[i], names)
                 entry["segmentation"] = "segmentation.png"
-            for rank, explanations in results:
+            for (rank, explanations), reference in zip(results, shapley, strict=True):
                 suffix = "" if len(results) == 1 else f"_top{rank}"
+                captions: dict[str, str] = {}
                 first = next(iter(explanations.values()))
                 cls = int(first.targets[i])
                 record: dict[str, Any] = {
@@ -191,11 +198,18 @@ class _Run:
                     item: dict[str, Any] = {"overlay": f"{stem}.png", "raw": f"{stem}.npy"}
                     if exp.delta is not None:
                         item["delta"] = float(exp.delta[i])
+                    if self.args.fidelity and reference is not None and reference.weights is not None:
+                        if exp.weights is None:
+                            captions[name] = "no coefficients"
+                        elif name != "shap":
+                            r = pearson(exp.weights[i], reference.weights[i])
+                            item["shapley_pearson"] = r
+                            captions[name] = f"Shapley r = {r:.2f}"
                     record["methods"][name] = item
                 if self.args.method[0] in METHOD_GROUPS or self.args.grid:
                     grid = f"grid{suffix}.png"
                     title = f"{path.name}: {record['name']} (p={record['probability']:.2f})"
-                    save_grid(folder / grid, crop, heat, title)
+                    save_grid(folder / grid, crop, heat, title, captions=captions)
                     record["grid"] = grid
                 entry["explanations"].append(record)
             self.summary["images"].append(entry)
@@ -678,6 +692,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_NATURAL, default=0, help="torch CPU threads (default: torch's)")
     _max_pixels_option(p)
     p.add_argument("--grid", action="store_true", help="also write the comparison grid for few methods")
+    p.add_argument(
+        "--fidelity",
+        type=_AT_LEAST_2,
+        default=None,
+        metavar="N",
+        help="rate each method's coefficients against Shapley values of the maps sampled with N permutations "
+        "(their Pearson r, in the grid and the summary)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
 

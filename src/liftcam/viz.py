@@ -47,17 +47,20 @@ def save_grid(
     maps: Mapping[str, np.ndarray],
     title: str = "",
     alpha: float = 0.5,
+    captions: Mapping[str, str] | None = None,
 ) -> None:
-    """One row: the image, then each method's overlay titled with its name; ``title`` above."""
+    """One row: the image, then each method's overlay titled with its name (and its caption below the name,
+    e.g. its Shapley fidelity); ``title`` above."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     columns = 1 + len(maps)
-    fig, axes = plt.subplots(1, columns, figsize=(2.4 * columns, 2.9), squeeze=False)
+    fig, axes = plt.subplots(1, columns, figsize=(2.4 * columns, 3.2 if captions else 2.9), squeeze=False)
     try:
-        panels = [("input", np.asarray(image))] + [(name, overlay(image, heat, alpha)) for name, heat in maps.items()]
+        named = {name: f"{name}\n{captions[name]}" if captions and name in captions else name for name in maps}
+        panels = [("input", np.asarray(image))] + [(named[n], overlay(image, heat, alpha)) for n, heat in maps.items()]
         for ax, (name, picture) in zip(axes[0], panels, strict=True):
             ax.imshow(picture)
             ax.set_title(name, fontsize=9)
