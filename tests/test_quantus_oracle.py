@@ -71,3 +71,38 @@ def test_relevance_mass_accuracy_equals_quantus_and_is_the_energy_pointing_game(
         np.testing.assert_allclose(values[:3], theirs[:3], rtol=1e-5)
         assert np.isnan(values[3]) and np.isnan(theirs[3])  # no box
         np.testing.assert_allclose(100 * values[:3], energy[method]["energy_pointing_game"].numpy()[:3], rtol=1e-5)
+
+
+def test_max_sensitivity_equals_quantus() -> None:
+    """One image (Quantus draws a batch's noise at once from NumPy's global generator, seeded as ours)."""
+    import torchvision
+
+    import liftcam
+    from liftcam.metrics import MaxSensitivity
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    explainer = liftcam.Explainer(model, "layer4")
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    first = explainer(x, "grad-cam")
+
+    def again(inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        return explainer(inputs, "grad-cam", targets=classes).maps
+
+    batch = MetricBatch(x, first.targets, {"grad-cam": first.maps}, reexplain={"grad-cam": again})
+    ours = MaxSensitivity(samples=3, radius=0.2, seed=7).compute(batch, Scorer(model))["grad-cam"]["max_sensitivity"]
+
+    def explain(model: object, inputs: np.ndarray, targets: np.ndarray, **kwargs: object) -> np.ndarray:
+        maps = explainer(
+            torch.from_numpy(np.asarray(inputs, dtype=np.float32)), "grad-cam", targets=torch.from_numpy(targets)
+        ).maps
+        return maps[:, None].numpy()
+
+    np.random.seed(7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metric = quantus.MaxSensitivity(nr_samples=3, lower_bound=0.2, disable_warnings=True, display_progressbar=False)
+        theirs = metric(model=model, x_batch=x.numpy(), y_batch=first.targets.numpy(),
+                        a_batch=first.maps[:, None].numpy(), explain_func=explain, device="cpu")  # fmt: skip
+    np.testing.assert_allclose(ours.numpy(), np.asarray(theirs, dtype=np.float64), rtol=1e-4)
+    assert float(ours[0]) > 0.01  # the perturbation changes the map

@@ -2,7 +2,7 @@
 
 Faithfulness: Average Drop, Increase in Confidence, Average Drop in Deletion, ADCC, Deletion and
 Insertion AUC, ROAD, ARCC. Localisation: energy-based pointing game, pointing game, Relevance Mass Accuracy.
-Complexity of the map alone: Sparseness, entropy complexity. Fidelity of coefficients to
+Complexity of the map alone: Sparseness, entropy complexity. Robustness: Max-Sensitivity. Fidelity of coefficients to
 Shapley values: :mod:`.shapley_fidelity`.
 """
 
@@ -22,6 +22,7 @@ from .energy_pointing_game import EnergyPointingGame
 from .entropy_complexity import EntropyComplexity
 from .increase_in_confidence import IncreaseInConfidence
 from .insertion import Insertion
+from .max_sensitivity import MaxSensitivity
 from .pointing_game import PointingGame
 from .relevance_mass_accuracy import RelevanceMassAccuracy
 from .road import Road
@@ -44,6 +45,7 @@ _METRICS: dict[str, type[Metric]] = {
         RelevanceMassAccuracy,
         Sparseness,
         EntropyComplexity,
+        MaxSensitivity,
     )
 }
 #: Names of the evaluation metrics.
@@ -86,6 +88,7 @@ __all__ = [
     "EntropyComplexity",
     "IncreaseInConfidence",
     "Insertion",
+    "MaxSensitivity",
     "Metric",
     "MetricBatch",
     "PointingGame",
