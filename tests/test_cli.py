@@ -277,3 +277,24 @@ def test_fidelity_rates_each_method_against_sampled_shapley_values(tmp_path: Pat
     assert "shapley_pearson" not in methods["hires-cam"] and "shap" not in methods
     folder = Path(summary["images"][0]["output_dir"])
     assert (folder / record["grid"]).is_file() and not (folder / "shap.png").exists()
+
+
+def test_several_layers_are_explained_each_and_fused(tmp_path: Path) -> None:
+    photo = sample_photos()["coffee"]
+    out = tmp_path / "layers"
+    code = main(["explain", str(photo), "--layer", "features.15", "features.16", "--method", "lift-cam", "grad-cam",
+                 "--grid", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layer"] == "features.15+features.16"
+    entry = summary["images"][0]
+    folder = Path(entry["output_dir"])
+    lift = entry["explanations"][0]["methods"]["lift-cam"]
+    assert list(lift["layers"]) == ["features.15", "features.16"]
+    assert np.load(folder / lift["fused"]).shape == (224, 224)
+    for layer in lift["layers"].values():  # each layer's own residual and raw map
+        assert abs(layer["delta"]) <= 1e-4 * max(1.0, abs(entry["explanations"][0]["score"]))
+        assert np.load(folder / layer["raw"]).shape == (7, 7)
+    assert (folder / entry["explanations"][0]["grid"]).is_file()
+    assert main(["explain", str(photo), "--layer", "features.15", "features.16", "--fidelity", "8",
+                 "--out", str(tmp_path / "bad"), "--quiet"]) == EXIT_ERROR  # fmt: skip

@@ -21,8 +21,8 @@ from . import __version__
 from .data.images import DEFAULT_MAX_PIXELS, ORIGINAL_SIZE, find_images, load_image
 from .data.samples import sample_photos
 from .errors import HeadError, ImageError, LiftCamError, UnsupportedOperationError
-from .explain import Explainer
-from .fusion import FusedExplanation
+from .explain import Explainer, Explanation
+from .fusion import FusedExplanation, fuse
 from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Shap, method_class, sampled_method
 from .metrics.shapley_fidelity import pearson
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
@@ -92,7 +92,7 @@ def failed_line(failed: Sequence[tuple[str, str]]) -> str:
 @dataclass
 class _Run:
     loaded: LoadedModel
-    explainer: Explainer
+    explainers: list[Explainer]  # one per layer; several: the maps fused, each layer's kept
     methods: list[str]
     target: TargetChoice
     args: argparse.Namespace
@@ -110,7 +110,7 @@ class _Run:
                 tell(f"liftcam: note: {name} skipped: it compares classes of a (B, C) output, not pixel regions")
         for name in [m for m in self.methods if method_class(m).head_specific]:
             try:
-                self.explainer.explain_captured(captured, [name])
+                self.explainers[0].explain_captured(captured, [name])
             except (HeadError, UnsupportedOperationError) as exc:
                 self.methods.remove(name)
                 tell(f"liftcam: note: {name} skipped: {exc}")
@@ -126,30 +126,36 @@ class _Run:
         prep = self.loaded.preprocessing
         crops = [prep.crop_image(im) for im in images]
         x = torch.stack([prep.normalize(c) for c in crops])
-        captured = self.explainer.capture(x)
+        captured = self.explainers[0].capture(x)
+        others = [(e, e.capture(x)) for e in self.explainers[1:]]
         if self.args.method[0] in METHOD_GROUPS and not self.checked:
             self._drop_inapplicable(captured)
         ranks: list[tuple[int, Any]] = []
         labels = None
         if self.loaded.task == "segmentation":  # each class explained over the pixels predicted as it
-            dense = self.explainer.logits(captured)
+            dense = self.explainers[0].logits(captured)
             labels = dense.argmax(dim=1).cpu().numpy()
             regions = predicted_regions(dense, self.target.cls, self.target.top)
             ranks.extend((r + 1, region) for r, region in enumerate(regions))
         elif self.target.cls is not None:
             ranks.append((1, self.target.cls))
         else:
-            order = self.explainer.logits(captured).argsort(dim=1, descending=True)
+            order = self.explainers[0].logits(captured).argsort(dim=1, descending=True)
             ranks.extend((r + 1, order[:, r]) for r in range(self.target.top))
         specs: list[str | CamMethod] = [sampled_method(m, self.args.seed, self.args.samples) for m in self.methods]
         # --fidelity N: sampled Shapley values of the maps, to rate each method's coefficients (their Pearson r)
         hidden = bool(self.args.fidelity) and "shap" not in self.methods and labels is None
         if hidden:
             specs.append(Shap(n_samples=self.args.fidelity, seed=self.args.seed))
-        results = [
-            (rank, self.explainer.explain_captured(captured, specs, targets, self.args.reference))
-            for rank, targets in ranks
-        ]
+        reference = self.args.reference
+        results: list[tuple[int, dict[str, Any]]] = []
+        for rank, targets in ranks:
+            explanations: dict[str, Any] = self.explainers[0].explain_captured(captured, specs, targets, reference)
+            if others:  # several layers: each explained on its own, the maps fused
+                per_layer = {self.explainers[0].layer: explanations}
+                per_layer.update({e.layer: e.explain_captured(c, specs, targets, reference) for e, c in others})
+                explanations = dict(fuse(per_layer))
+            results.append((rank, explanations))
         shapley = [explanations.pop("shap") if hidden else explanations.get("shap") for _, explanations in results]
         logits = next(iter(results[0][1].values())).logits
         # a segmenter's "probability" of a class: its share of the pixels
@@ -194,10 +200,7 @@ class _Run:
                     stem = f"{name}{suffix}"
                     heat[name] = exp.maps[i].cpu().numpy()
                     save_overlay(folder / f"{stem}.png", crop, heat[name])
-                    np.save(folder / f"{stem}.npy", exp.raw[i].cpu().numpy())
-                    item: dict[str, Any] = {"overlay": f"{stem}.png", "raw": f"{stem}.npy"}
-                    if exp.delta is not None:
-                        item["delta"] = float(exp.delta[i])
+                    item: dict[str, Any] = {"overlay": f"{stem}.png", **_map_files(folder, stem, exp, i, heat[name])}
                     if self.args.fidelity and reference is not None and reference.weights is not None:
                         if exp.weights is None:
                             captions[name] = "no coefficients"
@@ -237,7 +240,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if args.task not in ("auto", loaded.task):
             raise LiftCamError(f"{loaded.name} is a {loaded.task} model, not a {args.task} one")
         # a detector is explained at its scores with the choices frozen: liftcam.detection
-        explainer = None if loaded.task == "detection" else Explainer(loaded.model, args.layer or loaded.default_layer)
+        layers = args.layer or [loaded.default_layer]
+        if args.fidelity and len(layers) > 1:
+            raise LiftCamError("--fidelity rates one layer's coefficients; give one --layer")
+        # several layers: each explained, the maps fused
+        explainers = [] if loaded.task == "detection" else [Explainer(loaded.model, layer) for layer in layers]
     except LiftCamError as exc:
         _error(str(exc))
         return EXIT_ERROR
@@ -251,9 +258,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if loaded.task == "detection":
         return _explain_detections(args, loaded, methods, target, files, out)
 
-    assert explainer is not None
-    run = _Run(loaded, explainer, methods, target, args, out)
-    run.summary = _explain_summary(args, loaded, explainer.layer, methods)
+    run = _Run(loaded, explainers, methods, target, args, out)
+    run.summary = _explain_summary(args, loaded, "+".join(e.layer for e in explainers), methods)
     from tqdm import tqdm
 
     with tqdm(total=len(files), unit="img", desc="explain", file=sys.stderr, disable=args.quiet) as bar:
@@ -310,6 +316,23 @@ def _explain_summary(args: argparse.Namespace, loaded: LoadedModel, layer: str, 
     }
 
 
+def _map_files(
+    folder: Path, stem: str, exp: Explanation | FusedExplanation, row: int, fused: np.ndarray
+) -> dict[str, Any]:
+    """Write row ``row``'s raw map (``stem.npy``) or, for several layers, the fused map (``stem.npy``) and each
+    layer's raw map (``stem_<layer>.npy``); the summary's entries for them, with each residual."""
+    if isinstance(exp, Explanation):
+        np.save(folder / f"{stem}.npy", exp.raw[row].cpu().numpy())
+        return {"raw": f"{stem}.npy", **({} if exp.delta is None else {"delta": float(exp.delta[row])})}
+    np.save(folder / f"{stem}.npy", fused)
+    layers: dict[str, Any] = {}
+    for layer, one in exp.layers.items():
+        raw = f"{stem}_{_file_part(layer)}.npy"
+        np.save(folder / raw, one.raw[row].cpu().numpy())
+        layers[layer] = {"raw": raw, **({} if one.delta is None else {"delta": float(one.delta[row])})}
+    return {"fused": f"{stem}.npy", "layers": layers}
+
+
 def _file_part(name: str) -> str:
     """A layer's name as part of a file name: ``backbone.fpn[0]`` -> ``backbone.fpn-0``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
@@ -330,7 +353,8 @@ def _explain_detections(
     from .detection import DetectionExplainer
 
     try:
-        explainer = DetectionExplainer(loaded.model, args.layer or loaded.default_layer)
+        layers = args.layer or [loaded.default_layer]
+        explainer = DetectionExplainer(loaded.model, layers[0] if len(layers) == 1 else layers)
     except LiftCamError as exc:
         _error(str(exc))
         return EXIT_ERROR
@@ -390,22 +414,8 @@ def _explain_detections(
                     heats[name] = heat.cpu().numpy()
                     boxed = draw_boxes(overlay(image, heats[name]), [d.box], [captions[d.index]], [0])
                     Image.fromarray(boxed).save(folder / f"{stem}.png")
-                    item: dict[str, Any] = {"overlay": f"{stem}.png"}
-                    # one layer: its raw map; several (FPN levels): each one's, and the fused map
-                    layers = exp.layers if isinstance(exp, FusedExplanation) else {explainer.layer: exp}
-                    if isinstance(exp, FusedExplanation):
-                        np.save(folder / f"{stem}.npy", exp.maps[row, :shown_h, :shown_w].cpu().numpy())
-                        item["fused"] = f"{stem}.npy"
-                    for layer_name, one in layers.items():
-                        raw = f"{stem}.npy" if len(layers) == 1 else f"{stem}_{_file_part(layer_name)}.npy"
-                        np.save(folder / raw, one.raw[row].cpu().numpy())
-                        part: dict[str, Any] = {"raw": raw}
-                        if one.delta is not None:
-                            part["delta"] = float(one.delta[row])
-                        if len(layers) == 1:
-                            item.update(part)
-                        else:
-                            item.setdefault("layers", {})[layer_name] = part
+                    fused = exp.maps[row, :shown_h, :shown_w].cpu().numpy()
+                    item: dict[str, Any] = {"overlay": f"{stem}.png", **_map_files(folder, stem, exp, row, fused)}
                     record["methods"][name] = item
                 if args.method[0] in METHOD_GROUPS or args.grid:  # the detection's box, then every map beside it
                     boxed_input = draw_boxes(image, [d.box], [captions[d.index]], [0])
@@ -663,7 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", help="image files or folders (searched recursively)")
     p.add_argument("--model", default=LITE0, help=f"model name (default {LITE0}; see 'liftcam models')")
     p.add_argument("--weights", default=None, help="torchvision weights name, a local .pth, or 'random'")
-    p.add_argument("--layer", default=None, help="target layer (default: the model's; see 'liftcam layers')")
+    p.add_argument(
+        "--layer",
+        nargs="+",
+        default=None,
+        help="target layer (default: the model's; see 'liftcam layers'); several: each explained, the maps fused",
+    )
     p.add_argument(
         "--method",
         nargs="+",
