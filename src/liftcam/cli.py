@@ -664,15 +664,31 @@ def _max_pixels_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _shared_options() -> tuple[_Parser, _Parser]:
+    """The options every run (explain, fidelity, evaluate) shares, declared once: the model and where it runs;
+    the run's reference, threads, image size limit and progress bar."""
+    model = _Parser(add_help=False)
+    model.add_argument("--model", default=LITE0, help=f"model name (default {LITE0}; see 'liftcam models')")
+    model.add_argument("--weights", default=None, help="torchvision weights name, a local .pth, or 'random'")
+    model.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    run = _Parser(add_help=False)
+    run.add_argument(
+        "--reference", default="zeros", choices=["zeros", "mean"], help="the reference R of lift-cam, shap, ..."
+    )
+    run.add_argument("--threads", type=_NATURAL, default=0, help="torch CPU threads (default: torch's)")
+    _max_pixels_option(run)
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    return model, run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="liftcam", description="Class activation maps grounded in Shapley values.")
     parser.add_argument("--version", action="version", version=f"liftcam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    shared = _shared_options()
 
-    p = sub.add_parser("explain", help="explain images; with none given, the bundled sample photos")
+    p = sub.add_parser("explain", parents=shared, help="explain images; with none given, the bundled sample photos")
     p.add_argument("images", nargs="*", help="image files or folders (searched recursively)")
-    p.add_argument("--model", default=LITE0, help=f"model name (default {LITE0}; see 'liftcam models')")
-    p.add_argument("--weights", default=None, help="torchvision weights name, a local .pth, or 'random'")
     p.add_argument(
         "--layer",
         nargs="+",
@@ -698,14 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="class index, class name, or topK (default: top1); for a detector, the first K detections or those "
         "of a class",
     )
-    p.add_argument("--reference", default="zeros", choices=["zeros", "mean"], help="lift-cam and shap reference")
     p.add_argument("--samples", type=_AT_LEAST_2, default=1000, help="shap: permutations when K is too large")
-    p.add_argument("--seed", type=_NATURAL, default=0, help="shap and lime-cam sampling seed")
+    p.add_argument("--seed", type=_NATURAL, default=0, help="the sampling methods' seed")
     p.add_argument("--out", default="liftcam-out", help="output folder (default liftcam-out)")
     p.add_argument("--batch-size", type=_POSITIVE, default=8)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=_NATURAL, default=0, help="torch CPU threads (default: torch's)")
-    _max_pixels_option(p)
     p.add_argument("--grid", action="store_true", help="also write the comparison grid for few methods")
     p.add_argument(
         "--fidelity",
@@ -715,30 +727,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="rate each method's coefficients against Shapley values of the maps sampled with N permutations "
         "(their Pearson r, in the grid and the summary)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("fidelity", help="compare methods' coefficients with reference Shapley values")
+    p = sub.add_parser("fidelity", parents=shared, help="compare methods' coefficients with reference Shapley values")
     p.add_argument("images", nargs="*", help="image files or folders; default: the sample photos")
-    p.add_argument("--model", default=LITE0)
-    p.add_argument("--weights", default=None)
     p.add_argument("--layer", default=None)
     p.add_argument("--methods", nargs="+", default=list(FIDELITY_METHODS), help="methods with coefficients")
     p.add_argument("--estimator", default="auto", choices=["auto", "exact", "permutation", "kernel"])
     p.add_argument("--samples", type=_AT_LEAST_2, default=1000, help="permutations (or KernelSHAP coalitions)")
     p.add_argument("--seed", type=_NATURAL, default=0)
-    p.add_argument("--reference", default="zeros", choices=["zeros", "mean"])
     p.add_argument("--out", default="liftcam-fidelity")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=_NATURAL, default=0)
-    _max_pixels_option(p)
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fidelity)
 
-    p = sub.add_parser("evaluate", help="faithfulness and localisation metrics over an image set (resumable)")
+    p = sub.add_parser(
+        "evaluate", parents=shared, help="faithfulness and localisation metrics over an image set (resumable)"
+    )
     p.add_argument("data", help="image folder (ImageFolder layout or flat), or ImageNet val with boxes")
-    p.add_argument("--model", default=LITE0)
-    p.add_argument("--weights", default=None)
     p.add_argument("--layer", default=None)
     p.add_argument("--methods", nargs="+", default=["lift-cam", "grad-cam", "grad-cam++", "xgrad-cam"])
     p.add_argument("--metrics", nargs="+", default=None, help="metric names or 'all' (default: AD, IC, ADD, "
@@ -750,7 +754,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_NATURAL, default=0, help="seed of the subset")
     p.add_argument("--target", default="predicted", choices=["predicted", "label"], help="class explained")
     p.add_argument("--score", default="softmax", choices=["softmax", "logit"], help="p_c: probability or logit")
-    p.add_argument("--reference", default="zeros", choices=["zeros", "mean"])
     p.add_argument(
         "--step", type=_fraction, default=1 / 224, help="deletion/insertion: fraction of pixels per step (1/224)"
     )
@@ -769,10 +772,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--road-noise", type=_number(positive=False), default=0.01, help="ROAD: the imputation's noise")
     p.add_argument("--batch-size", type=_POSITIVE, default=8, help="images per batch (fixed by image index)")
     p.add_argument("--examples", type=_NATURAL, default=4, help="images with overlays in the report")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=_NATURAL, default=0)
-    _max_pixels_option(p)
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="(re)write the summary and HTML report of an evaluation run")
