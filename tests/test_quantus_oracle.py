@@ -106,3 +106,41 @@ def test_max_sensitivity_equals_quantus() -> None:
                         a_batch=first.maps[:, None].numpy(), explain_func=explain, device="cpu")  # fmt: skip
     np.testing.assert_allclose(ours.numpy(), np.asarray(theirs, dtype=np.float64), rtol=1e-4)
     assert float(ours[0]) > 0.01  # the perturbation changes the map
+
+
+@pytest.mark.parametrize("order", ["top_down", "independent"])
+def test_model_parameter_randomisation_equals_quantus(order: str) -> None:
+    """Quantus's MPRT: the same layers re-initialised with the same seeds, the same Spearman correlations."""
+    from torch import nn
+
+    import liftcam
+    from liftcam.metrics.randomisation import model_parameter_randomisation
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    ).eval()  # fmt: skip
+    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    rng = torch.get_rng_state()
+    ours = model_parameter_randomisation(model, x, "4", "grad-cam", order=order, seed=42)  # type: ignore[arg-type]
+    assert torch.equal(torch.get_rng_state(), rng)  # the global generator is left as found
+    explainer = liftcam.Explainer(model, "4")
+    first = explainer(x, "grad-cam")
+
+    def explain(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs: object) -> np.ndarray:
+        maps = liftcam.explain(
+            model, torch.from_numpy(np.asarray(inputs)), "4", "grad-cam", torch.from_numpy(targets)
+        ).maps
+        return maps[:, None].numpy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metric = quantus.MPRT(layer_order=order, seed=42, disable_warnings=True, display_progressbar=False)
+        theirs = metric(model=model, x_batch=x.numpy(), y_batch=first.targets.numpy(),
+                        a_batch=first.maps[:, None].numpy(), explain_func=explain, device="cpu")  # fmt: skip
+    assert list(ours) == list(theirs)
+    for layer, values in theirs.items():
+        np.testing.assert_allclose(ours[layer].numpy(), np.asarray(values, dtype=np.float64), rtol=1e-6, atol=1e-9)
+    if order == "top_down":  # randomising the whole model decorrelates the maps
+        assert float(ours["0"].mean()) < 0.9 and float(ours["original"].min()) > 0.999

@@ -2,8 +2,9 @@
 
 Faithfulness: Average Drop, Increase in Confidence, Average Drop in Deletion, ADCC, Deletion and
 Insertion AUC, ROAD, ARCC. Localisation: energy-based pointing game, pointing game, Relevance Mass Accuracy.
-Complexity of the map alone: Sparseness, entropy complexity. Robustness: Max-Sensitivity. Fidelity of coefficients to
-Shapley values: :mod:`.shapley_fidelity`.
+Complexity of the map alone: Sparseness, entropy complexity. Robustness: Max-Sensitivity. Sanity: model
+parameter randomisation (:mod:`.randomisation`). Fidelity of coefficients to Shapley values:
+:mod:`.shapley_fidelity`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .increase_in_confidence import IncreaseInConfidence
 from .insertion import Insertion
 from .max_sensitivity import MaxSensitivity
 from .pointing_game import PointingGame
+from .randomisation import model_parameter_randomisation
 from .relevance_mass_accuracy import RelevanceMassAccuracy
 from .road import Road
 from .shapley_fidelity import FIDELITY_METRICS, fidelity
@@ -99,4 +101,5 @@ __all__ = [
     "fidelity",
     "get_metric",
     "metric_parameters",
+    "model_parameter_randomisation",
 ]
