@@ -280,7 +280,11 @@ class DetectionExplainer:
                 self.explainers.append(explainer)
         if len({e.layer for e in self.explainers}) != len(self.explainers):
             raise LayerError(f"a layer is given twice: {', '.join(e.layer for e in self.explainers)}")
-        self.explainer = self.explainers[0]
+
+    @property
+    def explainer(self) -> Explainer:
+        """The first layer's explainer: its capture finds the detections."""
+        return self.explainers[0]
 
     @property
     def layer(self) -> str:

@@ -289,6 +289,7 @@ class Explainer:
             model=self.model,
             lrp_epsilon=self.lrp_epsilon,
             memory_bytes=memory_bytes,
+            capture=self.capture,
         )
         inputs = provide(batch)
         classes, scores, logits, reference_scores = inputs.targets, inputs.scores, batch.logits, batch.reference_scores

@@ -51,6 +51,7 @@ class Batch:
     model: nn.Module
     lrp_epsilon: float
     memory_bytes: int
+    capture: Callable[[Tensor], Captured]  # the explainer's: the body on another input, without autograd
     logits: Tensor | None = None
     classes: Tensor | None = None
     reference_scores: Tensor | None = None  # DeepLIFT: the scores at the reference, s(R)
@@ -143,15 +144,12 @@ def _at_input(batch: Batch) -> None:
         n = x.shape[0]
         targets = image_targets(batch.targets, index, n)
         classes = batch.classes[index : index + 1].expand(n)
-        with torch.inference_mode():
-            captured = batch.split.body(x)
-        activations = captured.activations.clone()
-        context = tuple(c.clone() if isinstance(c, Tensor) else c for c in captured.context)
-        leaf = activations.detach().requires_grad_(True)
+        captured = batch.capture(x)
+        leaf = captured.activations.detach().requires_grad_(True)
         with torch.enable_grad():
-            scores = target_scores(targets, classes, batch.split.head(leaf.clone(), context))
+            scores = target_scores(targets, classes, batch.split.head(leaf.clone(), captured.context))
             gradients = layer_gradient(scores, leaf, batch.layer)
-        return activations, gradients.detach()
+        return captured.activations, gradients.detach()
 
     batch.computed["at_input"] = at_input
 
