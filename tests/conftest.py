@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -49,3 +50,15 @@ def photo_batch(lite0: LoadedModel, photos: dict[str, object]) -> torch.Tensor:
 def tiny() -> TinyCnn:
     torch.manual_seed(0)
     return TinyCnn().eval()
+
+
+@pytest.fixture
+def full_precision_cuda() -> Iterator[None]:
+    """CUDA in float32 arithmetic: PyTorch's default TF32 convolutions (Ampere and newer) round to ~1e-3.
+
+    CPU-versus-CUDA tests compare the same math, so they switch TF32 off for the test and restore it.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

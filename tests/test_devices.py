@@ -22,7 +22,11 @@ from liftcam.methods import CamMethod, LimeCam, Shap
 from liftcam.metrics import METRICS, MetricBatch, Scorer, get_metric
 from liftcam.models import LoadedModel
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+def CUDA(test: Any) -> Any:
+    """Runs only with a CUDA device, in float32 arithmetic (no TF32) so CUDA and CPU compare the same math."""
+    test = pytest.mark.usefixtures("full_precision_cuda")(test)
+    return pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")(test)
 
 
 class NonlinearHead(nn.Module):

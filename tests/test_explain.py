@@ -229,6 +229,7 @@ def test_rerun_split_equals_graph_split_on_resnet() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.usefixtures("full_precision_cuda")
 def test_cuda_matches_cpu() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()

@@ -199,7 +199,9 @@ class FactoredGame(CoalitionGame):
     def _evaluate(self, pre: Tensor, scratch: bool = False) -> Tensor:
         """``beta + <w, phi(pre)>`` over the last dimension, in float64 (``scratch``: overwrite ``pre``)."""
         activated = self.phi.apply_(pre) if scratch else self.phi(pre)
-        return (activated @ self.w).double() + self.beta
+        # a row-wise sum, not ``activated @ w``: BLAS's GEMV may round a row differently by its position
+        # in the batch, and equal coalitions must give equal values (an unchanged channel scores exactly 0)
+        return activated.mul_(self.w).sum(dim=-1).double() + self.beta
 
     def values(self, masks: Tensor) -> Tensor:
         d = self.base.numel()
