@@ -19,7 +19,8 @@ from scipy import stats
 
 from liftcam.data import Preprocessing
 from liftcam.errors import LiftCamError
-from liftcam.metrics.shapley_fidelity import cosine, fidelity, pearson, sign_agreement, spearman, top_k_overlap
+from liftcam.metrics.shapley_fidelity import cosine, fidelity, sign_agreement, top_k_overlap
+from liftcam.metrics.similarity import pearson, spearman
 from liftcam.models import LoadedModel
 from liftcam.runs.fidelity import REFERENCE, run_fidelity
 

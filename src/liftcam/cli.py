@@ -24,7 +24,7 @@ from .errors import HeadError, ImageError, LiftCamError, UnsupportedOperationErr
 from .explain import Explainer, Explanation
 from .fusion import FusedExplanation, fuse
 from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Shap, method_class, sampled_method
-from .metrics.shapley_fidelity import pearson
+from .metrics.similarity import pearson
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
 from .runs.fidelity import FIDELITY_METHODS
 from .runs.files import prepare_output_dir, shown, tell, write_json_atomic

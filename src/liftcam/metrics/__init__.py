@@ -1,10 +1,10 @@
 """Evaluation metrics, one per module, sharing batched model evaluation (:mod:`.base`).
 
 Faithfulness: Average Drop, Increase in Confidence, Average Drop in Deletion, ADCC, Deletion and
-Insertion AUC, ROAD, ARCC. Localisation: energy-based pointing game, pointing game, Relevance Mass Accuracy.
-Complexity of the map alone: Sparseness, entropy complexity. Robustness: Max-Sensitivity. Sanity: model
-parameter randomisation (:mod:`.randomisation`). Fidelity of coefficients to Shapley values:
-:mod:`.shapley_fidelity`.
+Insertion AUC, ROAD, ARCC, Faithfulness Correlation. Localisation: energy-based pointing game, pointing
+game, Relevance Mass Accuracy. Complexity of the map alone: Sparseness, entropy complexity. Robustness:
+Max-Sensitivity. Sanity: the random logit test, model parameter randomisation (:mod:`.randomisation`,
+similarities in :mod:`.similarity`). Fidelity of coefficients to Shapley values: :mod:`.shapley_fidelity`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from .base import Metric, MetricBatch, Scorer
 from .deletion import Deletion
 from .energy_pointing_game import EnergyPointingGame
 from .entropy_complexity import EntropyComplexity
+from .faithfulness_correlation import FaithfulnessCorrelation
 from .increase_in_confidence import IncreaseInConfidence
 from .insertion import Insertion
 from .max_sensitivity import MaxSensitivity
 from .pointing_game import PointingGame
+from .random_logit import RandomLogit
 from .randomisation import model_parameter_randomisation
 from .relevance_mass_accuracy import RelevanceMassAccuracy
 from .road import Road
@@ -44,10 +46,12 @@ _METRICS: dict[str, type[Metric]] = {
         EnergyPointingGame,
         PointingGame,
         Road,
+        FaithfulnessCorrelation,
         RelevanceMassAccuracy,
         Sparseness,
         EntropyComplexity,
         MaxSensitivity,
+        RandomLogit,
     )
 }
 #: Names of the evaluation metrics.
@@ -88,12 +92,14 @@ __all__ = [
     "Deletion",
     "EnergyPointingGame",
     "EntropyComplexity",
+    "FaithfulnessCorrelation",
     "IncreaseInConfidence",
     "Insertion",
     "MaxSensitivity",
     "Metric",
     "MetricBatch",
     "PointingGame",
+    "RandomLogit",
     "RelevanceMassAccuracy",
     "Road",
     "Scorer",

@@ -57,6 +57,11 @@ class Scorer:
         self.evaluations += inputs.shape[0]
         return torch.cat(out) if out else inputs.new_zeros(0)
 
+    def num_classes(self, inputs: Tensor) -> int:
+        """The number of classes the model scores (one forward pass of the first input)."""
+        with torch.inference_mode():
+            return int(model_output_logits(self.model(inputs[:1])).shape[1])
+
     def generate(self, make: Callable[[int, int], Tensor], total: int, classes: Tensor) -> Tensor:
         """Scores of ``total`` inputs built lazily: ``make(start, stop)`` returns inputs start..stop-1,
         so that masked copies are created one batch at a time, never all at once."""

@@ -8,6 +8,12 @@ each with the generator seeded ``seed + 1`` as Quantus does; after each step the
 inputs and classes again, and the Spearman rank correlation (average ranks for ties) between the original map
 and the new one is recorded per image. Lower is better: a map that stays the same ignores the parameters.
 
+``similarity``: ``"spearman"`` (default, as Quantus), ``"pearson"``, ``"ssim"`` or ``"hog"`` (Adebayo et al.'s
+three, :mod:`.similarity`) or a function of two maps. ``compare``: which map is compared: ``"maps"`` (the
+maps users see, ``minmax(upsample(ReLU(raw)))``), ``"raw"`` (the signed map ``sum_k alpha_k A^k`` upsampled
+to the input: Adebayo et al.'s "without absolute value") or ``"abs"`` (its absolute value: "with absolute
+value").
+
 The model is copied once; the copy's parameters are re-initialised in place, so the method's split of the copy
 is made once and serves every step.
 """
@@ -15,18 +21,30 @@ is made once and serves every step.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..explain import Explainer
+from ..errors import LiftCamError
+from ..explain import Explainer, Explanation
+from ..maps import upsample
 from ..methods import CamMethod
 from ..targets import Targets
-from .shapley_fidelity import spearman
+from .similarity import Similarity, get_similarity
 
 Order = Literal["top_down", "independent"]
+Compared = Literal["maps", "raw", "abs"]
+
+
+def compared_maps(explanation: Explanation, compare: Compared) -> Tensor:
+    """The maps (B, H, W) that the test compares: the user's maps, the signed raw map or its absolute value."""
+    if compare == "maps":
+        return explanation.maps
+    if compare not in ("raw", "abs"):
+        raise LiftCamError(f"compare must be 'maps', 'raw' or 'abs', not {compare!r}")
+    raw = upsample(explanation.raw, explanation.maps.shape[1:])
+    return raw.abs() if compare == "abs" else raw
 
 
 def randomised_layers(model: nn.Module) -> list[str]:
@@ -42,11 +60,14 @@ def model_parameter_randomisation(
     targets: Targets = None,
     order: Order = "top_down",
     seed: int = 42,
-    similarity: Callable[[Tensor, Tensor], float] = spearman,
+    similarity: str | Similarity = "spearman",
+    compare: Compared = "maps",
 ) -> dict[str, Tensor]:
     """``{"original": ..., <module>: ...}``: per image (B,), the similarity of the method's map after each
     re-initialisation step with its map on the trained model (``"original"``: with itself, 1)."""
+    measure = get_similarity(similarity)
     original = Explainer(model, layer)(x, method, targets)
+    reference = compared_maps(original, compare)
     classes = original.targets
     randomised = copy.deepcopy(model)
     explainer = Explainer(randomised, layer)
@@ -55,10 +76,11 @@ def model_parameter_randomisation(
     if order == "top_down":
         modules = modules[::-1]
 
-    def compare(maps: Tensor) -> Tensor:
-        return torch.tensor([similarity(a, b) for a, b in zip(original.maps, maps, strict=True)], dtype=torch.float64)
+    def similarities(again: Explanation) -> Tensor:
+        maps = compared_maps(again, compare)
+        return torch.tensor([measure(a, b) for a, b in zip(reference, maps, strict=True)], dtype=torch.float64)
 
-    scores = {"original": compare(original.maps)}
+    scores = {"original": similarities(original)}
     with torch.random.fork_rng(devices=[]):  # the global generator, seeded per step, is restored afterwards
         for name, module in modules:
             if trained is not None:
@@ -67,5 +89,5 @@ def model_parameter_randomisation(
             with torch.no_grad():
                 module.reset_parameters()
             again = explainer(x, method, targets if callable(targets) else classes)
-            scores[name] = compare(again.maps)
+            scores[name] = similarities(again)
     return scores

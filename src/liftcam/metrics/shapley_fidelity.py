@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..maps import normalized_maps, weighted_sum
+from .similarity import pearson, spearman
 
 FIDELITY_METRICS: tuple[str, ...] = (
     "pearson",
@@ -29,25 +30,6 @@ FIDELITY_METRICS: tuple[str, ...] = (
     "map_pearson",
     "completeness",
 )
-
-
-def pearson(a: Tensor, b: Tensor) -> float:
-    a, b = a.double().flatten(), b.double().flatten()
-    a, b = a - a.mean(), b - b.mean()
-    denominator = float(a.norm() * b.norm())
-    return float(a @ b) / denominator if denominator > 0 else float("nan")
-
-
-def _ranks(x: Tensor) -> Tensor:
-    """Ranks starting at 1, ties given their average rank."""
-    _, inverse, counts = torch.unique(x.double(), return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    average: Tensor = ends - (counts.double() - 1) / 2
-    return average[inverse]
-
-
-def spearman(a: Tensor, b: Tensor) -> float:
-    return pearson(_ranks(a.flatten()), _ranks(b.flatten()))
 
 
 def cosine(a: Tensor, b: Tensor) -> float:
