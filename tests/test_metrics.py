@@ -163,3 +163,37 @@ def test_pointing_game_all_zero_map_misses() -> None:
         _batch(torch.zeros(1, 1, 40, 40), {"m": torch.zeros(1, 40, 40)}, boxes=boxes), _scorer()
     )
     assert float(out["m"]["pointing_game"][0]) == 0.0
+
+
+@pytest.mark.parametrize("compare", ["maps", "raw"])
+def test_randomisation_metric_equals_the_function_for_every_method(compare: str) -> None:
+    """The metric explains every method at each step in one pass; per method it gives the function's values."""
+    import liftcam
+    from liftcam.metrics import ModelParameterRandomisation
+    from liftcam.metrics.randomisation import model_parameter_randomisation
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    methods = ["grad-cam", "lift-cam"]
+    explained = liftcam.explain(model, x, "4", methods)
+    classes = explained["grad-cam"].targets
+
+    def explainer_for(other: nn.Module):  # type: ignore[no-untyped-def]
+        explainer = liftcam.Explainer(other, "4")
+        return lambda inputs, cls: explainer(inputs, methods, targets=cls)
+
+    batch = MetricBatch(x, classes, {m: e.maps for m, e in explained.items()}, explainer_for=explainer_for)
+    before = [p.clone() for p in model.parameters()]
+    values = ModelParameterRandomisation(compare=compare, similarity="spearman").compute(batch, Scorer(model))  # type: ignore[arg-type]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # the model is untouched
+    for method in methods:
+        expected = model_parameter_randomisation(model, x, "4", method, order="top_down", compare=compare)  # type: ignore[arg-type]
+        curve = torch.stack([expected[name] for name in list(expected)[1:]], dim=1).float()
+        torch.testing.assert_close(values[method]["mprt_curve"], curve)
+        torch.testing.assert_close(values[method]["mprt"], curve.mean(dim=1))
+        torch.testing.assert_close(values[method]["mprt_last"], curve[:, -1])
+        assert curve.shape == (2, 4) and float(values[method]["mprt_last"].max()) < 0.95

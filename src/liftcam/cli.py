@@ -482,7 +482,7 @@ def _input_files(images: list[str]) -> list[Path]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.datasets import load_dataset
-    from .metrics import METRICS
+    from .metrics import METRICS, ON_REQUEST_METRICS
     from .runs.evaluate import BOX_METRICS, FAST_METRICS, Distributed, EvaluateSettings, run_evaluate
     from .runs.report import summary_markdown
 
@@ -499,7 +499,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, args.weights, device)
         samples = load_dataset(args.data, args.boxes, args.synsets, args.limit, args.seed)
         if args.metrics == ["all"]:
-            metrics = list(METRICS)
+            metrics = [m for m in METRICS if m not in ON_REQUEST_METRICS]
         elif args.metrics:
             metrics = list(dict.fromkeys(args.metrics))
         else:
@@ -745,8 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="image folder (ImageFolder layout or flat), or ImageNet val with boxes")
     p.add_argument("--layer", default=None)
     p.add_argument("--methods", nargs="+", default=["lift-cam", "grad-cam", "grad-cam++", "xgrad-cam"])
-    p.add_argument("--metrics", nargs="+", default=None, help="metric names or 'all' (default: AD, IC, ADD, "
-                   "and the pointing games when boxes are given)")  # fmt: skip
+    p.add_argument("--metrics", nargs="+", default=None, help="metric names or 'all' (every metric but mprt, the "
+                   "randomisation test, run when named; default: AD, IC, ADD, and the pointing games when boxes "
+                   "are given)")  # fmt: skip
     p.add_argument("--out", required=True, help="run folder: records, summary, report")
     p.add_argument("--boxes", default=None, help="VOC XML folder, LOC_val_solution.csv or image,class,x0,y0,x1,y1 CSV")
     p.add_argument("--synsets", default=None, help="synset list (LOC_synset_mapping.txt) for WordNet ids")

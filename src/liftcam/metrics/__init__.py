@@ -27,7 +27,7 @@ from .insertion import Insertion
 from .max_sensitivity import MaxSensitivity
 from .pointing_game import PointingGame
 from .random_logit import RandomLogit
-from .randomisation import model_parameter_randomisation
+from .randomisation import ModelParameterRandomisation, model_parameter_randomisation
 from .relevance_mass_accuracy import RelevanceMassAccuracy
 from .road import Road
 from .shapley_fidelity import FIDELITY_METRICS, fidelity
@@ -52,10 +52,14 @@ _METRICS: dict[str, type[Metric]] = {
         EntropyComplexity,
         MaxSensitivity,
         RandomLogit,
+        ModelParameterRandomisation,
     )
 }
 #: Names of the evaluation metrics.
 METRICS: tuple[str, ...] = tuple(_METRICS)
+#: Metrics computed only when named (``--metrics all`` leaves them out): the randomisation test explains
+#: every image again after re-initialising each of the model's layers.
+ON_REQUEST_METRICS: tuple[str, ...] = ("mprt",)
 
 
 def _metric_class(name: str) -> type[Metric]:
@@ -85,6 +89,7 @@ def get_metric(name: str, **parameters: Any) -> Metric:
 __all__ = [
     "FIDELITY_METRICS",
     "METRICS",
+    "ON_REQUEST_METRICS",
     "Adcc",
     "Arcc",
     "AverageDrop",
@@ -98,6 +103,7 @@ __all__ = [
     "MaxSensitivity",
     "Metric",
     "MetricBatch",
+    "ModelParameterRandomisation",
     "PointingGame",
     "RandomLogit",
     "RelevanceMassAccuracy",

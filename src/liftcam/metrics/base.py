@@ -21,6 +21,9 @@ from ..capture import model_output_logits
 ScoreKind = Literal["softmax", "logit"]
 #: Explain masked inputs again (for ADCC's coherency): (inputs, classes) -> maps (B, H, W).
 Reexplain = Callable[[Tensor, Tensor], Tensor]
+#: Every method's explanations with another model of the same architecture (the randomisation test):
+#: model -> (inputs, classes) -> method -> explanation.
+ExplainerFor = Callable[[nn.Module], Callable[[Tensor, Tensor], Mapping[str, Any]]]
 
 
 class Scorer:
@@ -82,6 +85,7 @@ class MetricBatch:
         maps: method -> (B, H, W) maps in [0, 1].
         boxes: per image, an (n, 4) tensor of (x0, y0, x1, y1) object boxes in input pixels, or None.
         reexplain: method -> function explaining masked inputs again (ADCC); optional.
+        explainer_for: every method's explanations with another model (randomisation test); optional.
         cache: values shared between metrics of the same batch (e.g. ``p_c(x)``).
     """
 
@@ -90,6 +94,7 @@ class MetricBatch:
     maps: Mapping[str, Tensor]
     boxes: Sequence[Tensor | None] | None = None
     reexplain: Mapping[str, Reexplain] | None = None
+    explainer_for: ExplainerFor | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
     def base_scores(self, scorer: Scorer) -> Tensor:

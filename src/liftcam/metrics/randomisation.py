@@ -21,7 +21,8 @@ is made once and serves every step.
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +32,7 @@ from ..explain import Explainer, Explanation
 from ..maps import upsample
 from ..methods import CamMethod
 from ..targets import Targets
+from .base import Metric, MetricBatch, Scorer
 from .similarity import Similarity, get_similarity
 
 Order = Literal["top_down", "independent"]
@@ -52,6 +54,34 @@ def randomised_layers(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if hasattr(module, "reset_parameters")]
 
 
+def randomisation_steps(randomised: nn.Module, order: Order = "top_down", seed: int = 42) -> Iterator[str]:
+    """Re-initialise ``randomised``'s layers in place, one step at a time, and yield each layer's name.
+
+    ``"top_down"``: from the output back, cascading; ``"independent"``: each layer alone, in the model's order,
+    the others restored to their trained values. Each step seeds the generator with ``seed + 1`` (Quantus);
+    the global generators (CPU and the model's GPUs) are restored afterwards.
+    """
+    if order not in ("top_down", "independent"):
+        raise LiftCamError(f"order must be 'top_down' or 'independent', not {order!r}")
+    trained = copy.deepcopy(randomised.state_dict()) if order == "independent" else None
+    modules = [(name, module) for name, module in randomised.named_modules() if hasattr(module, "reset_parameters")]
+    if order == "top_down":
+        modules = modules[::-1]
+    gpus = sorted({p.device.index or 0 for p in randomised.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=gpus):
+        for name, module in modules:
+            if trained is not None:
+                randomised.load_state_dict(trained)
+            torch.manual_seed(seed + 1)
+            with torch.no_grad():
+                module.reset_parameters()
+            yield name
+
+
+def _similarities(measure: Similarity, first: Tensor, second: Tensor) -> Tensor:
+    return torch.tensor([measure(a, b) for a, b in zip(first, second, strict=True)], dtype=torch.float64)
+
+
 def model_parameter_randomisation(
     model: nn.Module,
     x: Tensor,
@@ -71,23 +101,63 @@ def model_parameter_randomisation(
     classes = original.targets
     randomised = copy.deepcopy(model)
     explainer = Explainer(randomised, layer)
-    trained = copy.deepcopy(randomised.state_dict()) if order == "independent" else None
-    modules = [(name, module) for name, module in randomised.named_modules() if hasattr(module, "reset_parameters")]
-    if order == "top_down":
-        modules = modules[::-1]
-
-    def similarities(again: Explanation) -> Tensor:
-        maps = compared_maps(again, compare)
-        return torch.tensor([measure(a, b) for a, b in zip(reference, maps, strict=True)], dtype=torch.float64)
-
-    scores = {"original": similarities(original)}
-    with torch.random.fork_rng(devices=[]):  # the global generator, seeded per step, is restored afterwards
-        for name, module in modules:
-            if trained is not None:
-                randomised.load_state_dict(trained)
-            torch.manual_seed(seed + 1)
-            with torch.no_grad():
-                module.reset_parameters()
-            again = explainer(x, method, targets if callable(targets) else classes)
-            scores[name] = similarities(again)
+    scores = {"original": _similarities(measure, reference, reference)}
+    for name in randomisation_steps(randomised, order, seed):
+        again = explainer(x, method, targets if callable(targets) else classes)
+        scores[name] = _similarities(measure, reference, compared_maps(again, compare))
     return scores
+
+
+class ModelParameterRandomisation(Metric):
+    """The randomisation test as an evaluation metric: every method of a batch at each step (one shared
+    explanation pass per step). Values per image: ``mprt``, the mean similarity over the steps (Quantus's
+    average correlation), ``mprt_last`` (the last step: the whole model re-initialised, for ``"top_down"``),
+    and ``mprt_curve``, the similarity after each step. Lower is better."""
+
+    name = "mprt"
+    higher_is_better = False
+
+    def __init__(
+        self, order: Order = "top_down", similarity: str = "spearman", compare: Compared = "maps", seed: int = 42
+    ) -> None:
+        if compare not in ("maps", "raw", "abs"):
+            raise LiftCamError(f"compare must be 'maps', 'raw' or 'abs', not {compare!r}")
+        if order not in ("top_down", "independent"):
+            raise LiftCamError(f"order must be 'top_down' or 'independent', not {order!r}")
+        self.order: Order = order
+        self.similarity = similarity
+        self.measure = get_similarity(similarity)
+        self.compare: Compared = compare
+        self.seed = seed
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return ("mprt", "mprt_last", "mprt_curve")
+
+    def parameters(self) -> dict[str, Any]:
+        return {"order": self.order, "similarity": self.similarity, "compare": self.compare, "seed": self.seed}
+
+    def compute(self, batch: MetricBatch, scorer: Scorer) -> dict[str, dict[str, Tensor]]:
+        if batch.explainer_for is None:
+            raise ValueError("the randomisation test needs to explain with a re-initialised model (explainer_for)")
+        if self.compare == "maps":
+            reference = dict(batch.maps)
+        else:
+            originals = batch.explainer_for(scorer.model)(batch.inputs, batch.classes)
+            reference = {m: compared_maps(e, self.compare) for m, e in originals.items()}
+        randomised = copy.deepcopy(scorer.model)
+        explain = batch.explainer_for(randomised)
+        steps: dict[str, list[Tensor]] = {m: [] for m in reference}
+        for _ in randomisation_steps(randomised, self.order, self.seed):
+            for method, again in explain(batch.inputs, batch.classes).items():
+                steps[method].append(_similarities(self.measure, reference[method], compared_maps(again, self.compare)))
+        result = {}
+        device = batch.inputs.device
+        for method, values in steps.items():
+            curve = torch.stack(values, dim=1)  # (B, steps)
+            result[method] = {
+                "mprt": curve.nanmean(dim=1).float().to(device),
+                "mprt_last": curve[:, -1].float().to(device),
+                "mprt_curve": curve.float().to(device),
+            }
+        return result

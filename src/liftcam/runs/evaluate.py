@@ -226,12 +226,17 @@ def _evaluate_batch(
     def reexplainer(spec: Any) -> Any:
         return lambda inputs, cls: explainer(inputs, spec, targets=cls, reference=reference).maps
 
+    def explainer_for(model: torch.nn.Module) -> Any:
+        other = Explainer(model, explainer.layer)
+        return lambda inputs, cls: other(inputs, specs, targets=cls, reference=reference)
+
     batch = MetricBatch(
         inputs=captured.inputs if captured.inputs is not None else x,
         classes=classes,
         maps=maps,
         boxes=boxes,
         reexplain={s.name: reexplainer(s) for s in specs},
+        explainer_for=explainer_for,
     )
     values: dict[str, dict[str, torch.Tensor]] = {name: {} for name in maps}
     for metric in metrics:

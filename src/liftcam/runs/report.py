@@ -170,7 +170,8 @@ def _mean_curves(records: list[dict[str, Any]], methods: list[str], name: str) -
 
 def _plot_curves(summary: dict[str, Any], path: Path) -> bool:
     methods = summary["settings"]["methods"]
-    panels = [(n, _mean_curves(summary["records"], methods, f"{n}_curve")) for n in ("deletion", "insertion")]
+    names = ("deletion", "insertion", "mprt")
+    panels = [(n, _mean_curves(summary["records"], methods, f"{n}_curve")) for n in names]
     panels = [(n, c) for n, c in panels if c]
     if not panels:
         return False
@@ -183,11 +184,17 @@ def _plot_curves(summary: dict[str, Any], path: Path) -> bool:
     try:
         for ax, (name, curves) in zip(axes[0], panels, strict=True):
             for method, curve in curves.items():
-                auc = summary["table"][method][name][0]
-                ax.plot(np.linspace(0, 1, len(curve)), curve, label=f"{method} ({auc:.3f})")
-            ax.set_xlabel("fraction of pixels " + ("deleted" if name == "deletion" else "inserted"))
-            ax.set_ylabel(f"p_c ({summary['settings']['score']})")
-            ax.set_title(f"{name.capitalize()} (mean over {summary['images']} images; AUC)")
+                value = summary["table"][method][name][0]
+                steps = np.arange(1, len(curve) + 1) if name == "mprt" else np.linspace(0, 1, len(curve))
+                ax.plot(steps, curve, label=f"{method} ({value:.3f})")
+            if name == "mprt":  # the randomisation test: similarity after each re-initialised layer
+                ax.set_xlabel("layers re-initialised")
+                ax.set_ylabel("similarity with the trained model's map")
+                ax.set_title(f"Randomisation test (mean over {summary['images']} images; mean)")
+            else:
+                ax.set_xlabel("fraction of pixels " + ("deleted" if name == "deletion" else "inserted"))
+                ax.set_ylabel(f"p_c ({summary['settings']['score']})")
+                ax.set_title(f"{name.capitalize()} (mean over {summary['images']} images; AUC)")
             ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -231,7 +238,7 @@ img{{width:160px}}figcaption{{text-align:center;font-size:12px}}</style></head><
 {html.escape(settings["score"])}; parameters <code>{html.escape(json.dumps(settings["metric_parameters"]))}</code>.
 Mean ± 95% confidence interval over images; best in bold.</p>
 <table><tr><th>method</th>{head}</tr>{"".join(rows)}</table>
-{'<h2>Deletion and insertion</h2><img src="curves.png" style="width:auto">' if has_curves else ""}
+{'<h2>Curves</h2><img src="curves.png" style="width:auto">' if has_curves else ""}
 <h2>Examples</h2>{"".join(gallery) or "<p>none</p>"}
 {f"<h2>Failed</h2><ul>{failed}</ul>" if failed else ""}
 </body></html>
