@@ -116,3 +116,22 @@ def test_a_constant_map_has_no_road_value(model: nn.Module) -> None:
     maps = {"zero": torch.zeros(2, 48, 48), "smooth": batch.maps["smooth"]}
     values = Road((50,)).compute(MetricBatch(batch.inputs, batch.classes, maps), Scorer(model))
     assert bool(values["zero"]["road"].isnan().all()) and bool(values["smooth"]["road"].isfinite().all())
+
+
+def test_imputation_equals_quantus_noisy_linear_imputation() -> None:
+    """Quantus's ``noisy_linear_imputation`` (noise 0: its noise comes from NumPy's global generator) fills the
+    same pixels with the same values. Named difference: Quantus's ``ROAD`` metric reports, per percentage, the
+    share of images whose predicted class is unchanged (MoRF only), ranking the map broadcast over the channels;
+    ours reports pytorch-grad-cam's score changes (MoRF, LeRF and combined), removing the pixels at or above the
+    map's percentile."""
+    quantus = pytest.importorskip("quantus")
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 12, 10, generator=generator, dtype=torch.float64)
+    removed = torch.rand(12, 10, generator=generator) < 0.4
+    removed[0, 0] = removed[11, 9] = removed[5, 0] = True  # corners and an edge
+    ours = linear_imputation(image.float(), removed).double()
+    indices = np.flatnonzero(removed.numpy())
+    theirs = quantus.functions.perturb_func.noisy_linear_imputation(arr=image.numpy(), indices=indices, noise=0.0)
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(ours, image)
