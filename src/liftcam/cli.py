@@ -20,15 +20,14 @@ from PIL import Image
 from . import __version__
 from .data.images import DEFAULT_MAX_PIXELS, ORIGINAL_SIZE, find_images, load_image
 from .data.samples import sample_photos
-from .errors import HeadError, ImageError, LiftCamError, UnsupportedOperationError
+from .errors import ImageError, LiftCamError
 from .explain import Explainer, Explanation
-from .fusion import FusedExplanation, fuse
-from .methods import GRADIENT_FAMILY, METHODS, CamMethod, Shap, method_class, sampled_method
-from .metrics.similarity import pearson
+from .fusion import FusedExplanation
+from .methods import METHODS, CamMethod, sampled_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
+from .runs.explain import METHOD_GROUPS, TargetChoice, crops_to_batch, explain_images, parse_target, resolve_methods
 from .runs.fidelity import FIDELITY_METHODS
 from .runs.files import prepare_output_dir, shown, tell, write_json_atomic
-from .targets import pixel_shares, predicted_regions
 from .viz import draw_boxes, overlay, save_grid, save_overlay, save_segmentation
 
 EXIT_BAD_INPUT = 1  # some input files could not be explained; the others were written
@@ -37,37 +36,6 @@ EXIT_ERROR = 2  # nothing could be explained: bad model, layer, method or target
 
 def _error(message: str) -> None:
     tell(f"liftcam: error: {message}")
-
-
-@dataclass(frozen=True)
-class TargetChoice:
-    """``--target``: one class for every image, or the top-k predicted classes."""
-
-    cls: int | None = None
-    top: int = 1
-
-
-def parse_target(text: str | None, categories: Sequence[str]) -> TargetChoice:
-    """``None`` (arg-max), ``topK``, a class index, or an exact class name (case-insensitive)."""
-    if text is None:
-        return TargetChoice()
-    match = re.fullmatch(r"top(\d+)", text.strip().lower())
-    if match:
-        k = int(match.group(1))
-        if k < 1:
-            raise LiftCamError(f"--target {text}: k must be at least 1")
-        if categories and k > len(categories):
-            raise LiftCamError(f"--target {text}: the model has only {len(categories)} classes")
-        return TargetChoice(top=k)
-    if re.fullmatch(r"-?\d+", text.strip()):
-        cls = int(text)
-        if cls < 0 or (categories and cls >= len(categories)):
-            raise LiftCamError(f"class {cls} is out of range for a model with {len(categories) or '?'} classes")
-        return TargetChoice(cls=cls)
-    lowered = [c.lower() for c in categories]
-    if text.strip().lower() in lowered:
-        return TargetChoice(cls=lowered.index(text.strip().lower()))
-    raise LiftCamError(f"--target {text!r} is neither a class index, a class name of this model, nor topK")
 
 
 def _unique_dir(out: Path, stem: str, used: set[str]) -> Path:
@@ -101,75 +69,32 @@ class _Run:
     used: set[str] = field(default_factory=set)
     checked: bool = False
 
-    def _drop_inapplicable(self, captured: Any) -> None:
-        """With a method group, leave out the methods this head has no rule for (one note each)."""
-        self.checked = True
-        if self.loaded.task == "segmentation":
-            for name in [m for m in self.methods if method_class(m).needs_class_scores]:
-                self.methods.remove(name)
-                tell(f"liftcam: note: {name} skipped: it compares classes of a (B, C) output, not pixel regions")
-        for name in [m for m in self.methods if method_class(m).head_specific]:
-            try:
-                self.explainers[0].explain_captured(captured, [name])
-            except (HeadError, UnsupportedOperationError) as exc:
-                self.methods.remove(name)
-                tell(f"liftcam: note: {name} skipped: {exc}")
-        self.summary["methods"] = list(self.methods)
-        if not self.methods:
-            raise LiftCamError("no method of the group applies to this model")
-
     def class_name(self, cls: int) -> str:
         cats = self.loaded.categories
         return cats[cls] if 0 <= cls < len(cats) else str(cls)
 
     def explain_batch(self, files: list[Path], images: list[Any]) -> None:
-        prep = self.loaded.preprocessing
-        crops = [prep.crop_image(im) for im in images]
-        x = torch.stack([prep.normalize(c) for c in crops])
-        captured = self.explainers[0].capture(x)
-        others = [(e, e.capture(x)) for e in self.explainers[1:]]
-        if self.args.method[0] in METHOD_GROUPS and not self.checked:
-            self._drop_inapplicable(captured)
-        ranks: list[tuple[int, Any]] = []
-        labels = None
-        if self.loaded.task == "segmentation":  # each class explained over the pixels predicted as it
-            dense = self.explainers[0].logits(captured)
-            labels = dense.argmax(dim=1).cpu().numpy()
-            regions = predicted_regions(dense, self.target.cls, self.target.top)
-            ranks.extend((r + 1, region) for r, region in enumerate(regions))
-        elif self.target.cls is not None:
-            ranks.append((1, self.target.cls))
-        else:
-            order = self.explainers[0].logits(captured).argsort(dim=1, descending=True)
-            ranks.extend((r + 1, order[:, r]) for r in range(self.target.top))
-        specs: list[str | CamMethod] = [sampled_method(m, self.args.seed, self.args.samples) for m in self.methods]
-        # --fidelity N: sampled Shapley values of the maps, to rate each method's coefficients (their Pearson r)
-        hidden = bool(self.args.fidelity) and "shap" not in self.methods and labels is None
-        if hidden:
-            specs.append(Shap(n_samples=self.args.fidelity, seed=self.args.seed))
-        reference = self.args.reference
-        results: list[tuple[int, dict[str, Any]]] = []
-        for rank, targets in ranks:
-            explanations: dict[str, Any] = self.explainers[0].explain_captured(captured, specs, targets, reference)
-            if others:  # several layers: each explained on its own, the maps fused
-                per_layer = {self.explainers[0].layer: explanations}
-                per_layer.update({e.layer: e.explain_captured(c, specs, targets, reference) for e, c in others})
-                explanations = dict(fuse(per_layer))
-            results.append((rank, explanations))
-        shapley = [explanations.pop("shap") if hidden else explanations.get("shap") for _, explanations in results]
-        logits = next(iter(results[0][1].values())).logits
-        # a segmenter's "probability" of a class: its share of the pixels
-        probs = (pixel_shares(logits) if labels is not None else logits.softmax(dim=1)).cpu()
+        crops, x = crops_to_batch(self.loaded, images)
+        check = self.args.method[0] in METHOD_GROUPS and not self.checked
+        result = explain_images(
+            self.loaded, self.explainers, x, self.methods, self.target, self.args.reference,
+            self.args.fidelity, self.args.seed, self.args.samples, check_methods=check,
+        )  # fmt: skip
+        if check:  # with a method group, the methods this head has no rule for are left out (one note each)
+            self.checked = True
+            self.methods = result.methods
+            self.summary["methods"] = list(self.methods)
+            for note in result.notes:
+                tell(f"liftcam: note: {note}")
+        probs, labels = result.probabilities, result.labels
         for i, (path, crop) in enumerate(zip(files, crops, strict=True)):
             folder = _unique_dir(self.out, path.stem, self.used)
             folder.mkdir(parents=True, exist_ok=True)
-            top = probs[i].topk(min(5, probs.shape[1]))
             entry: dict[str, Any] = {
                 "file": str(path),
                 "output_dir": str(folder),
                 "top5": [
-                    {"class": int(c), "name": self.class_name(int(c)), "probability": round(float(p), 6)}
-                    for p, c in zip(top.values, top.indices, strict=True)
+                    {"class": c, "name": self.class_name(c), "probability": round(p, 6)} for c, p in result.top(i)
                 ],
                 "explanations": [],
             }
@@ -177,13 +102,13 @@ class _Run:
                 names = {c: self.class_name(c) for c in range(probs.shape[1])}
                 save_segmentation(folder / "segmentation.png", crop, labels[i], names)
                 entry["segmentation"] = "segmentation.png"
-            for (rank, explanations), reference in zip(results, shapley, strict=True):
-                suffix = "" if len(results) == 1 else f"_top{rank}"
+            for ranked in result.ranks:
+                suffix = "" if len(result.ranks) == 1 else f"_top{ranked.rank}"
                 captions: dict[str, str] = {}
-                first = next(iter(explanations.values()))
+                first = next(iter(ranked.explanations.values()))
                 cls = int(first.targets[i])
                 record: dict[str, Any] = {
-                    "rank": rank,
+                    "rank": ranked.rank,
                     "class": cls,
                     "name": self.class_name(cls),
                     "score": float(first.scores[i]),
@@ -191,21 +116,22 @@ class _Run:
                     "methods": {},
                 }
                 if labels is not None:
-                    region = dict(ranks)[rank].region
+                    region = ranked.targets.region
                     assert isinstance(region, torch.Tensor)
                     record["region_pixels"] = int(region[i].sum())
                     record["region"] = "predicted" if bool((labels[i] == cls).any()) else "all"
+                rates = ranked.shapley_pearson(i)
                 heat: dict[str, np.ndarray] = {}
-                for name, exp in explanations.items():
+                for name, exp in ranked.explanations.items():
                     stem = f"{name}{suffix}"
                     heat[name] = exp.maps[i].cpu().numpy()
                     save_overlay(folder / f"{stem}.png", crop, heat[name])
                     item: dict[str, Any] = {"overlay": f"{stem}.png", **_map_files(folder, stem, exp, i, heat[name])}
-                    if self.args.fidelity and reference is not None and reference.weights is not None:
-                        if exp.weights is None:
+                    if name in rates:
+                        r = rates[name]
+                        if r is None:
                             captions[name] = "no coefficients"
-                        elif name != "shap":
-                            r = pearson(exp.weights[i], reference.weights[i])
+                        else:
                             item["shapley_pearson"] = r
                             captions[name] = f"Shapley r = {r:.2f}"
                     record["methods"][name] = item
@@ -218,22 +144,11 @@ class _Run:
             self.summary["images"].append(entry)
 
 
-METHOD_GROUPS = {"all": METHODS, "fast": GRADIENT_FAMILY}
-
-
-def _resolve_methods(requested: list[str]) -> list[str]:
-    if len(requested) == 1 and requested[0] in METHOD_GROUPS:
-        return list(METHOD_GROUPS[requested[0]])
-    for name in requested:
-        method_class(name)
-    return list(dict.fromkeys(requested))
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        methods = _resolve_methods(args.method)
+        methods = resolve_methods(args.method)
         out = prepare_output_dir(args.out)
         loaded = load_model(args.model, args.weights, args.device)
         target = parse_target(args.target, loaded.categories)
@@ -491,7 +406,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cluster: Distributed | None = None
     try:
         out = prepare_output_dir(args.out)
-        methods = _resolve_methods(args.methods)
+        methods = resolve_methods(args.methods)
         cluster = Distributed.from_environment(args.device)
         device = args.device
         if device.startswith("cuda") and cluster.world > 1 and ":" not in device:
