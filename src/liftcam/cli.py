@@ -505,6 +505,24 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .webapp.server import serve
+    except ImportError as exc:
+        _error(f"liftcam serve needs the serve extra ({exc.name} is missing): pip install 'liftcam[serve]'")
+        return EXIT_ERROR
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        serve(args.host, args.port, args.model, args.device)
+    except LiftCamError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_models(_args: argparse.Namespace) -> int:
     for name in available_models():
         print(name)
@@ -701,6 +719,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model names")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("serve", help="a local web app: drop a photo, compare every method's map and numbers")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_int_at_least(1), default=8000, help="port (default 8000)")
+    p.add_argument("--model", default=LITE0, help=f"model loaded first (default {LITE0})")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=_NATURAL, default=0, help="torch CPU threads (default: torch's)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
