@@ -3,6 +3,7 @@
 import liftcam
 exp = liftcam.explain(model, x, layer="layer4", method="lift-cam")
 exp.maps     # (B, H, W) in [0, 1]
+liftcam.show(liftcam.explain(model, x, "layer4", ["lift-cam", "grad-cam"]))   # a comparison grid
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from .errors import LiftCamError
 from .explain import Explainer, Explanation, explain
 from .fusion import FusedExplanation, MultiLayerExplainer
 from .methods import METHODS
+from .viz import show
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,5 @@ __all__ = [
     "MultiLayerExplainer",
     "__version__",
     "explain",
+    "show",
 ]

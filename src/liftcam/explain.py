@@ -52,6 +52,7 @@ class Explanation:
         logits: (B, C) the model's output.
         delta: (B,) for DeepLIFT methods, ``sum_k alpha_k - (F(A)_c - F(R)_c)``; else None.
         extras: per-method extras, e.g. ``"stderr"`` (B, K) for sampled Shapley values.
+        inputs: (B, C, H, W) the explained input batch (for display; not copied).
     """
 
     method: str
@@ -64,6 +65,13 @@ class Explanation:
     logits: Tensor
     delta: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    inputs: Tensor | None = field(default=None, repr=False)
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter's display: each image's overlay, titled with the method and class (:func:`liftcam.show`)."""
+        from .viz import figure_png, show
+
+        return figure_png(show(self))
 
 
 def resolve_reference(reference: Reference, activations: Tensor) -> Tensor:
@@ -315,6 +323,7 @@ class Explainer:
                 logits=logits,
                 delta=delta,
                 extras={k: v.detach() for k, v in result.extras.items()},
+                inputs=captured.inputs,
             )
         return explanations
 

@@ -44,6 +44,12 @@ class FusedExplanation:
     maps: Tensor
     layers: dict[str, Explanation]
 
+    def _repr_png_(self) -> bytes:
+        """Jupyter's display: each image's fused overlay (:func:`liftcam.show`)."""
+        from .viz import figure_png, show
+
+        return figure_png(show(self))
+
     @property
     def targets(self) -> Tensor:
         """(B,) the explained classes (the same at every layer)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -132,3 +133,87 @@ def draw_boxes(
                 width=width,
             )
     return np.ascontiguousarray(picture.permute(1, 2, 0).numpy())
+
+
+def input_picture(x: Any) -> np.ndarray:
+    """A model input (C, H, W) as a (H, W, 3) uint8 picture: each image min-max scaled (normalisation undone up
+    to an affine map per image); one channel shown grey, more than three: the first three."""
+    array = np.asarray(x.detach().float().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    array = np.repeat(array, 3, axis=0) if array.shape[0] == 1 else array[:3]
+    low, high = float(array.min()), float(array.max())
+    scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return (scaled.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def show(
+    explanations: Any,
+    images: Sequence[Image.Image] | Any | None = None,
+    class_names: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    max_images: int = 8,
+) -> Any:
+    """A comparison grid drawn with matplotlib: one row per image, the input, then each method's overlay,
+    titled with the method and the explained class. Returns the figure (a notebook displays it).
+
+    Args:
+        explanations: one :class:`~liftcam.Explanation` (or fused explanation) or a dict of them by method.
+        images: the images as the model saw them (PIL crops, or a (B, C, H, W) tensor); None: the inputs kept in
+            the explanations, min-max scaled per image.
+        class_names: names of the classes (e.g. ``loaded.categories``), for the titles.
+        max_images: the first rows drawn.
+    """
+    import matplotlib.pyplot as plt  # the session's backend: inline in a notebook, Agg without a display
+
+    by_method = dict(explanations) if isinstance(explanations, Mapping) else {explanations.method: explanations}
+    if not by_method:
+        raise ValueError("show: no explanation given")
+    first = next(iter(by_method.values()))
+    rows = min(int(first.maps.shape[0]), max_images)
+    if images is None:
+        kept = getattr(first, "inputs", None)
+        if kept is None:
+            kept = next(iter(first.layers.values())).inputs if hasattr(first, "layers") else None
+        pictures: list[np.ndarray | None] = [input_picture(kept[i]) if kept is not None else None for i in range(rows)]
+    elif isinstance(images, Sequence) and all(isinstance(im, Image.Image) for im in images):
+        pictures = [np.asarray(im.convert("RGB")) for im in list(images)[:rows]]
+    else:
+        pictures = [input_picture(images[i]) for i in range(rows)]
+    columns = len(by_method) + (1 if pictures[0] is not None else 0)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.5 * rows), squeeze=False)
+    for r in range(rows):
+        cls = int(first.targets[r])
+        label = class_names[cls] if class_names is not None and 0 <= cls < len(class_names) else f"class {cls}"
+        panels: list[tuple[str, np.ndarray]] = []
+        if pictures[r] is not None:
+            panels.append((label, pictures[r]))  # type: ignore[arg-type]
+        picture = pictures[r]
+        for method, exp in by_method.items():
+            heat = exp.maps[r].detach().float().cpu().numpy()
+            if picture is None:
+                panels.append((method, heatmap_rgb(heat)))
+            elif heat.shape != picture.shape[:2]:
+                raise ValueError(f"show: the {heat.shape} maps and the {picture.shape[:2]} images differ in size")
+            else:
+                panels.append((method, overlay(picture, heat, alpha)))
+        for ax, (title, picture) in zip(axes[r], panels, strict=True):
+            ax.imshow(picture)
+            ax.set_title(printable(title), fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(figure: Any) -> bytes:
+    """The figure as PNG bytes (closed afterwards)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=90)
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
