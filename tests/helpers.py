@@ -30,3 +30,14 @@ def quick_methods(exclude: tuple[str, ...] = ()) -> list[Any]:
 
     quick = {"ss-cam": SsCam(n_samples=1), "is-cam": IsCam(n_samples=1)}
     return [quick.get(m, m) for m in liftcam.METHODS if m not in exclude]
+
+
+def randomisation_model() -> torch.nn.Module:
+    """Conv, batch norm, ReLU, conv, ReLU, GAP, Linear (4 layers with parameters): the randomisation tests' model."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    ).eval()  # fmt: skip

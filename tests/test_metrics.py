@@ -9,6 +9,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
+from helpers import randomisation_model
 from liftcam.metrics import (
     Adcc,
     AverageDrop,
@@ -172,11 +173,7 @@ def test_randomisation_metric_equals_the_function_for_every_method(compare: str)
     from liftcam.metrics import ModelParameterRandomisation
     from liftcam.metrics.randomisation import model_parameter_randomisation
 
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
-    ).eval()  # fmt: skip
+    model = randomisation_model()
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     methods = ["grad-cam", "lift-cam"]
     explained = liftcam.explain(model, x, "4", methods)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import randomisation_model
 from liftcam.maps import minmax
 from liftcam.metrics import EntropyComplexity, MetricBatch, RelevanceMassAccuracy, Scorer, Sparseness
 from liftcam.metrics.energy_pointing_game import EnergyPointingGame, box_mask
@@ -120,11 +121,7 @@ def test_model_parameter_randomisation_equals_quantus(order: str, compare: str) 
     import liftcam
     from liftcam.metrics.randomisation import compared_maps, model_parameter_randomisation
 
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
-    ).eval()  # fmt: skip
+    model = randomisation_model()
     x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     rng = torch.get_rng_state()
     ours = model_parameter_randomisation(model, x, "4", "grad-cam", order=order, seed=42, compare=compare)  # type: ignore[arg-type]
