@@ -76,13 +76,21 @@ def test_methods_create_nothing_off_the_input_device(method: str | CamMethod) ->
 
 def _metric_batch(device: str) -> MetricBatch:
     x = _inputs().to(device)
-    maps = {m: torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(i)).to(device) for i, m in enumerate("ab")}
+    names = ("grad-cam", "lift-cam")  # the randomisation test explains them again
+    maps = {
+        m: torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(i)).to(device) for i, m in enumerate(names)
+    }
 
     def reexplain(inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return inputs.abs().mean(dim=1)
 
+    def explainer_for(model: nn.Module) -> Any:  # the randomisation test: every method with a re-initialised model
+        explainer = liftcam.Explainer(model, "body")
+        return lambda inputs, classes: explainer(inputs, ["grad-cam", "lift-cam"], targets=classes)
+
     boxes = [torch.tensor([[2.0, 2.0, 9.0, 11.0]]), None]
-    return MetricBatch(x, torch.tensor([0, 2], device=device), maps, boxes, {m: reexplain for m in maps})
+    classes = torch.tensor([0, 2], device=device)
+    return MetricBatch(x, classes, maps, boxes, {m: reexplain for m in maps}, explainer_for)
 
 
 def _metric(name: str) -> Any:

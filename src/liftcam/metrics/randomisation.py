@@ -79,7 +79,8 @@ def randomisation_steps(randomised: nn.Module, order: Order = "top_down", seed: 
 
 
 def _similarities(measure: Similarity, first: Tensor, second: Tensor) -> Tensor:
-    return torch.tensor([measure(a, b) for a, b in zip(first, second, strict=True)], dtype=torch.float64)
+    values = [measure(a, b) for a, b in zip(first, second, strict=True)]
+    return torch.tensor(values, dtype=torch.float64, device=first.device)
 
 
 def model_parameter_randomisation(
