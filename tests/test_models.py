@@ -110,3 +110,26 @@ def test_lite1_and_lite2_classify_real_photos(name: str, crop: int, blocks: int,
     # the final conv block's head is GAP + Linear; LIFT-CAM conserves at the last MBConv block too
     exp = liftcam.explain(loaded.model, x, f"features.{blocks}", "lift-cam")
     assert exp.delta is not None and float((exp.delta.abs() / exp.scores.abs()).max()) < 1e-4
+
+
+def test_timm_models_by_name_random_or_local_weights(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``timm:NAME``: timm's architecture, its own preprocessing, a default layer; hub weights refused (offline)."""
+    import torch
+
+    import liftcam
+    from liftcam.errors import ModelError
+
+    loaded = load_model("timm:convnext_atto")
+    assert loaded.default_layer == "stages.3" and loaded.preprocessing.crop == 224 and len(loaded.categories) == 1000
+    explained = liftcam.explain(loaded.model, torch.randn(1, 3, 224, 224), loaded.default_layer, "lift-cam")
+    assert float(explained.delta.abs().max()) < 1e-3  # type: ignore[union-attr]
+    path = tmp_path / "atto.pth"
+    torch.save(loaded.model.state_dict(), path)
+    again = load_model("timm:convnext_atto", str(path))
+    assert again.weights == str(path)
+    pairs = zip(again.model.state_dict().values(), loaded.model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    with pytest.raises(ModelError, match="hub"):
+        load_model("timm:convnext_atto", "DEFAULT")
+    with pytest.raises(ModelError, match="no model"):
+        load_model("timm:not_a_model")

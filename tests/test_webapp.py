@@ -64,6 +64,15 @@ def test_the_workbench_predicts_and_explains_a_real_photo(workbench: Workbench) 
         workbench.explain(cat, "efficientnet-lite0", "features.99", None, ["grad-cam"])
 
 
+def test_any_timm_model_by_name_with_random_weights(workbench: Workbench, client: TestClient) -> None:
+    layers = workbench.layers("timm:resnet18")
+    assert layers["default"] == "layer4" and {"name": "layer4", "shape": [512, 7, 7]} in layers["layers"]
+    result = workbench.explain(workbench.sample("coffee"), "timm:resnet18", None, None, ["lift-cam"])
+    assert result["weights"] == "random" and result["panels"][0]["method"] == "lift-cam"
+    answer = client.get("/api/layers", params={"model": "timm:no_such_net"})
+    assert answer.status_code == 400 and "timm has no model" in answer.json()["error"]
+
+
 def test_the_download_holds_every_map_and_the_summary(workbench: Workbench) -> None:
     result = workbench.explain(workbench.sample("coffee"), "efficientnet-lite0", None, None, ["lift-cam", "score-cam"])
     with zipfile.ZipFile(io.BytesIO(workbench.download(result["id"]))) as archive:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -209,12 +210,44 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Prepro
     return model, f"{enum.__name__}.{chosen.name}", preprocessing
 
 
+#: The prefix of timm's models: ``"timm:resnet18"``.
+TIMM_PREFIX = "timm:"
+
+
+def _timm(name: str, weights: str | None) -> tuple[nn.Module, str, Preprocessing]:
+    """timm's ``name`` with random weights or a local state dict (its hub weights would be downloaded)."""
+    try:
+        import timm
+        from timm.data.config import resolve_data_config
+    except ImportError:
+        raise ModelError(f"{TIMM_PREFIX}{name} needs timm: pip install timm") from None
+    if name not in timm.list_models():
+        raise ModelError(f"timm has no model {name!r} (see timm.list_models())")
+    local = weights not in (None, "random")
+    if local and not Path(str(weights)).exists():
+        raise ModelError(f"timm's pretrained weights come from the hub; pass 'random' or a local .pth, not {weights!r}")
+    model = timm.create_model(name, pretrained=False)
+    if local:
+        _load_state(model, str(weights))
+    config = resolve_data_config({}, model=model)  # type: ignore[no-untyped-call]
+    crop = int(config["input_size"][-1])
+    preprocessing = Preprocessing(
+        resize=math.floor(crop / float(config.get("crop_pct", 0.875))),
+        crop=crop,
+        mean=tuple(float(v) for v in config["mean"]),
+        std=tuple(float(v) for v in config["std"]),
+        interpolation=str(config.get("interpolation", "bilinear")),
+    )
+    return model, str(weights) if local else "random", preprocessing
+
+
 def load_model(name: str = LITE0, weights: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a named model in eval mode on ``device``.
 
-    ``weights``: None (pretrained for the EfficientNet-Lite models, random for torchvision models),
+    ``name``: an EfficientNet-Lite, a torchvision model, or a timm model as ``"timm:NAME"``.
+    ``weights``: None (pretrained for the EfficientNet-Lite models, random for torchvision's and timm's),
     ``"random"``, a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V2"``,
-    ``"ResNet50_Weights.IMAGENET1K_V2"``) or the path of a local state dict.
+    ``"ResNet50_Weights.IMAGENET1K_V2"``) or the path of a local state dict (loaded with ``weights_only``).
     """
     try:
         target = torch.device(device)
@@ -226,6 +259,8 @@ def load_model(name: str = LITE0, weights: str | None = None, device: str | torc
         model, description = _lite(name, weights)
         crop, resize = LITE_MODELS[name]
         preprocessing = Preprocessing(resize=resize, crop=crop, mean=(0.5,) * 3, std=(0.5,) * 3)
+    elif name.startswith(TIMM_PREFIX):
+        model, description, preprocessing = _timm(name.removeprefix(TIMM_PREFIX), weights)
     else:
         model, description, preprocessing = _torchvision(name, weights)
     model = model.eval().to(target)
@@ -254,6 +289,8 @@ def default_layer(name: str, model: Any) -> str:
     """The layer explained by default: the last convolutional stage before the classifier; for a vision
     transformer, the residual stream after the last-but-one block (the head is then one block, the final
     norm and the classifier); for a detector, the backbone body's last stage."""
+    if name.startswith(TIMM_PREFIX):
+        return guess_layer(model, name)
     if task_of(name) == "detection":
         from .detection import default_detection_layer
 

@@ -129,7 +129,8 @@ class Workbench:
 
     # -- what the page lists ------------------------------------------------------------------------------
     def models(self) -> list[dict[str, Any]]:
-        """The offline pretrained models first, then every torchvision classifier (random weights, marked)."""
+        """The offline pretrained models first, then every torchvision classifier (random weights, marked); any
+        timm model is accepted by name as ``timm:NAME`` (random weights)."""
         listed = [{"name": n, "weights": "ImageNet (offline)", "random": False} for n in _offline_models()]
         offline = {m["name"] for m in listed}
         for name in available_models():
