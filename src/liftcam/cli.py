@@ -265,7 +265,7 @@ def _explain_detections(
     import torchvision.transforms.functional as TF
     from tqdm import tqdm
 
-    from .detection import DetectionExplainer
+    from .detection import DetectionExplainer, top_detections
 
     try:
         layers = args.layer or [loaded.default_layer]
@@ -283,10 +283,7 @@ def _explain_detections(
                 image = load_image(path, args.max_pixels)
                 pixels = TF.to_tensor(image).to(next(loaded.model.parameters()).device)
                 found, _ = explainer.detect(pixels)
-                if target.cls is None:
-                    wanted = list(range(min(target.top, len(found))))
-                else:
-                    wanted = [d.index for d in found if d.label == target.cls][: target.top]
+                wanted = top_detections(found, target.cls, target.top)
                 if not wanted:
                     raise ImageError(path, "no detection of the asked class" if found else "no detection")
                 result = explainer(pixels, specs, wanted, args.reference)

@@ -472,6 +472,12 @@ class DetectionExplainer:
         return DetectionExplanation(chosen, explanations, (int(x.shape[-2]), int(x.shape[-1])), image_size)
 
 
+def top_detections(found: Sequence[Detection], label: int | None = None, top: int = 1) -> list[int]:
+    """The indices of the ``top`` highest-scoring detections (the detector sorts them by score), only those of
+    ``label`` when it is given: what ``liftcam explain --target`` chooses on a detector."""
+    return [d.index for d in found if label is None or d.label == label][:top]
+
+
 def _choose(
     found: list[Detection], wanted: int | Sequence[int] | Sequence[LabelledBox] | None, iou_threshold: float
 ) -> list[Detection]:
