@@ -4,6 +4,7 @@ Relevance Mass Accuracy."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,30 +75,33 @@ def test_relevance_mass_accuracy_equals_quantus_and_is_the_energy_pointing_game(
         np.testing.assert_allclose(100 * values[:3], energy[method]["energy_pointing_game"].numpy()[:3], rtol=1e-5)
 
 
-def test_max_sensitivity_equals_quantus() -> None:
-    """One image (Quantus draws a batch's noise at once from NumPy's global generator, seeded as ours)."""
-    import torchvision
-
+def _grad_cam_batch(model: torch.nn.Module, layer: str, x: torch.Tensor) -> tuple[Any, Any, MetricBatch]:
+    """Grad-CAM's explanation of ``x``, the function explaining other inputs or classes again, and the batch."""
     import liftcam
-    from liftcam.metrics import MaxSensitivity
 
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    explainer = liftcam.Explainer(model, "layer4")
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    explainer = liftcam.Explainer(model, layer)
     first = explainer(x, "grad-cam")
 
     def again(inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return explainer(inputs, "grad-cam", targets=classes).maps
 
-    batch = MetricBatch(x, first.targets, {"grad-cam": first.maps}, reexplain={"grad-cam": again})
+    return first, again, MetricBatch(x, first.targets, {"grad-cam": first.maps}, reexplain={"grad-cam": again})
+
+
+def test_max_sensitivity_equals_quantus() -> None:
+    """One image (Quantus draws a batch's noise at once from NumPy's global generator, seeded as ours)."""
+    import torchvision
+
+    from liftcam.metrics import MaxSensitivity
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    first, again, batch = _grad_cam_batch(model, "layer4", x)
     ours = MaxSensitivity(samples=3, radius=0.2, seed=7).compute(batch, Scorer(model))["grad-cam"]["max_sensitivity"]
 
     def explain(model: object, inputs: np.ndarray, targets: np.ndarray, **kwargs: object) -> np.ndarray:
-        maps = explainer(
-            torch.from_numpy(np.asarray(inputs, dtype=np.float32)), "grad-cam", targets=torch.from_numpy(targets)
-        ).maps
-        return maps[:, None].numpy()
+        return again(torch.from_numpy(np.asarray(inputs, dtype=np.float32)), torch.from_numpy(targets))[:, None].numpy()
 
     np.random.seed(7)
     with warnings.catch_warnings():
@@ -192,19 +196,12 @@ def test_random_logit_equals_quantus_and_ssim_equals_scikit_image() -> None:
     SSIM runs on flattened maps, a named difference); our SSIM is scikit-image's on the 2-D maps."""
     from skimage.metrics import structural_similarity
 
-    import liftcam
     from liftcam.metrics import RandomLogit
     from liftcam.metrics.similarity import ssim
 
     model = _small_classifier()
-    explainer = liftcam.Explainer(model, "3")
     x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(4))
-    first = explainer(x, "grad-cam")
-
-    def again(inputs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return explainer(inputs, "grad-cam", targets=classes).maps
-
-    batch = MetricBatch(x, first.targets, {"grad-cam": first.maps}, reexplain={"grad-cam": again})
+    first, again, batch = _grad_cam_batch(model, "3", x)
     ours = RandomLogit(similarity="pearson", seed=42).compute(batch, Scorer(model))["grad-cam"]["random_logit"]
     others = RandomLogit(seed=42).other_classes(first.targets, 5)
     assert bool((others != first.targets).all())

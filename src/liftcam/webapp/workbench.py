@@ -14,6 +14,8 @@ import threading
 import uuid
 import zipfile
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,17 +63,13 @@ def read_upload(data: bytes, name: str = "upload") -> Image.Image:
             image = load_image(path, MAX_UPLOAD_PIXELS)
         except ImageError as exc:
             raise UploadError(f"{name}: {exc.reason}") from None
-    if Image.MAX_IMAGE_PIXELS and image.width * image.height > MAX_UPLOAD_PIXELS:  # decoded reduced: still too big
-        raise UploadError(f"{name}: {image.width} x {image.height} pixels is too large")
     return image
 
 
 def png_data_url(picture: np.ndarray | Image.Image) -> str:
     """A PNG as a ``data:`` URL for an ``<img>``."""
     image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(_png_bytes(image)).decode("ascii")
 
 
 @dataclass
@@ -175,21 +173,16 @@ class Workbench:
         return load_image(photos[name])
 
     # -- computations ------------------------------------------------------------------------------------
-    def _computing(self) -> Any:
+    @contextmanager
+    def _computing(self) -> Iterator[None]:
         """One computation at a time; :class:`LiftCamError` when too many requests already wait."""
-        workbench = self
-
-        class _Slot:
-            def __enter__(self) -> None:
-                if not workbench._waiting.acquire(blocking=False):
-                    raise LiftCamError("the server is busy with other requests; try again in a moment")
-                workbench._lock.acquire()
-
-            def __exit__(self, *exc: object) -> None:
-                workbench._lock.release()
-                workbench._waiting.release()
-
-        return _Slot()
+        if not self._waiting.acquire(blocking=False):
+            raise LiftCamError("the server is busy with other requests; try again in a moment")
+        try:
+            with self._lock:
+                yield
+        finally:
+            self._waiting.release()
 
     def predict(self, image: Image.Image, model: str) -> list[dict[str, Any]]:
         """The five most probable classes of ``image``."""
