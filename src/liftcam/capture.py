@@ -86,6 +86,26 @@ def model_output_logits(output: Any) -> Tensor:
     )
 
 
+def logits_in_chunks(
+    model: nn.Module,
+    inputs: Tensor,
+    batch_size: int,
+    read: Callable[[Tensor, int, int], Tensor],
+    channels_last: bool = True,
+) -> Tensor:
+    """``read(logits, start, stop)`` of the model's logits for ``inputs[start:stop]``, chunk by chunk of
+    ``batch_size`` inputs, without autograd, concatenated. 4-D chunks go in channels-last memory format
+    (``channels_last``): 1.2-1.7x faster convolutions on CPU."""
+    memory_format = torch.channels_last if channels_last and inputs.dim() == 4 else torch.contiguous_format
+    out = []
+    with torch.inference_mode():
+        for start in range(0, inputs.shape[0], batch_size):
+            stop = min(start + batch_size, inputs.shape[0])
+            part = inputs[start:stop].contiguous(memory_format=memory_format)
+            out.append(read(model_output_logits(model(part)), start, stop))
+    return torch.cat(out) if out else inputs.new_zeros(0)
+
+
 class OutputAdapter(nn.Module):
     """``output(model(x))``: a model whose output needs reading (a detector's, a segmenter's) as logits."""
 
@@ -282,6 +302,19 @@ def parse_element(layer: str | nn.Module) -> tuple[str | nn.Module, Element | No
     return layer, None
 
 
+def parse_layer(
+    layer: str | nn.Module, call: int | None = None, element: Element | None = None
+) -> tuple[str | nn.Module, int | None, Element | None]:
+    """``"name#k[e]"`` -> ``("name", k, e)``, merged with a ``call`` and ``element`` given apart; the two ways
+    of saying one must agree."""
+    layer, named_element = parse_element(layer)
+    layer, named_call = parse_call(layer)
+    for what, named, given in (("element", named_element, element), ("call", named_call, call)):
+        if named is not None and given is not None and named != given:
+            raise LayerError(f"{what} {given!r} and the layer's name {layer}: {named!r} disagree")
+    return layer, named_call if call is None else call, named_element if element is None else element
+
+
 def call_name(layer: str, call: int | None) -> str:
     """The layer's name as asked: ``"name#k"`` for a call given, else ``"name"``."""
     return layer if call is None else f"{layer}#{call}"
@@ -475,10 +508,7 @@ def split_model(
     cut at its ``call``-th call (from 1; ``"name#k"`` says the same), by default the first, as pytorch-grad-cam.
     A layer that outputs a tuple, list or dict is explained at its ``element`` (default: the first that is maps;
     ``"name[e]"`` says the same)."""
-    layer, named_element = parse_element(layer)
-    element = named_element if element is None else element
-    layer, named_call = parse_call(layer)
-    call = named_call if call is None else call
+    layer, call, element = parse_layer(layer, call, element)
     name, module = resolve_layer(model, layer)
     if mode == "rerun":
         return RerunSplit(model, name, module, reshape, call, element)

@@ -16,8 +16,7 @@ from .capture import (
     OutputAdapter,
     SplitMode,
     call_name,
-    parse_call,
-    parse_element,
+    parse_layer,
     resolve_layer,
     split_model,
 )
@@ -134,11 +133,7 @@ class Explainer:
             from .models import guess_layer
 
             layer = guess_layer(model)
-        layer, named_element = parse_element(layer)
-        if named_element is not None and element is not None and named_element != element:
-            raise LiftCamError(f"element {element!r} and layer {layer}[{named_element}] disagree")
-        element = named_element if element is None else element
-        layer, call = parse_call(layer)
+        layer, call, element = parse_layer(layer, element=element)
         name, module = resolve_layer(model, layer)
         self.model = model if output is None else OutputAdapter(model, output)
         self.split = split_model(self.model, module, split_mode, reshape, call, element)

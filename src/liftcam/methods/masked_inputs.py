@@ -1,9 +1,9 @@
 """The explained score of one image's modified inputs (masked, scaled, noisy), through the whole model.
 
 Score-CAM and its smoothed and integrated variants evaluate the model on many copies of one image, each
-multiplied by a mask. :class:`InputScorer` runs them in chunks, without autograd (channels-last on 4-D
-inputs: 1.2-1.7x faster convolutions on CPU), and reads each output's score: the target's logit or, for
-Score-CAM, its softmax probability; a function or region target's own score, without softmax.
+multiplied by a mask. :class:`InputScorer` runs them in chunks (``capture.logits_in_chunks``, as the metrics'
+scorer does) and reads each output's score: the target's logit or, for Score-CAM, its softmax probability; a
+function or region target's own score, without softmax.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..capture import model_output_logits
+from ..capture import logits_in_chunks
 from ..maps import INTERPOLATION
 from ..targets import image_targets
 from .base import MethodInputs
@@ -35,26 +35,22 @@ class InputScorer:
         per_input = self.images[0].numel() * self.images.element_size() * 16
         # larger batches are slower per image on CPU (cache), so 16 unless memory is short
         self.batch = batch_size or max(1, min(16, CHUNK_BYTES // per_input))
-        use_channels_last = channels_last and self.images.dim() == 4
-        self.memory_format = torch.channels_last if use_channels_last else torch.contiguous_format
+        self.channels_last = channels_last
 
     def __call__(self, b: int, modified: Tensor, probability: bool = False) -> Tensor:
         """The scores (N,) of ``modified`` (N, C, ...) copies of image ``b``: the target's logit (its softmax
         probability with ``probability``), or a function or region target's score."""
-        scores = []
-        with torch.inference_mode():
-            for start in range(0, modified.shape[0], self.batch):
-                chunk = modified[start : start + self.batch].contiguous(memory_format=self.memory_format)
-                logits = model_output_logits(self.model(chunk))
-                if self.inputs.score_function is not None:  # a function, or a region of a dense output
-                    score = image_targets(self.inputs.score_function, b, logits.shape[0])
-                    assert callable(score)
-                    scores.append(score(logits))
-                elif probability:
-                    scores.append(logits.softmax(dim=1)[:, self.inputs.targets[b]])
-                else:
-                    scores.append(logits[:, self.inputs.targets[b]])
-        return torch.cat(scores)
+
+        def read(logits: Tensor, start: int, stop: int) -> Tensor:
+            if self.inputs.score_function is not None:  # a function, or a region of a dense output
+                score = image_targets(self.inputs.score_function, b, logits.shape[0])
+                assert callable(score)
+                return score(logits)
+            if probability:
+                return logits.softmax(dim=1)[:, self.inputs.targets[b]]
+            return logits[:, self.inputs.targets[b]]
+
+        return logits_in_chunks(self.model, modified, self.batch, read, self.channels_last)
 
     def masked(self, b: int, masks: Tensor, probability: bool = False, factor: float = 1.0) -> Tensor:
         """The scores (N,) of image ``b`` times each mask (N, H, W), times ``factor``, in chunks (the masked

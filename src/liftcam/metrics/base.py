@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..capture import model_output_logits
+from ..capture import logits_in_chunks, model_output_logits
 
 ScoreKind = Literal["softmax", "logit"]
 #: Explain masked inputs again (for ADCC's coherency): (inputs, classes) -> maps (B, H, W).
@@ -47,18 +47,15 @@ class Scorer:
 
     def __call__(self, inputs: Tensor, classes: Tensor) -> Tensor:
         """Scores (N,) of ``inputs`` (N, C, H, W) for ``classes`` (N,)."""
-        out = []
-        with torch.inference_mode():
-            for start in range(0, inputs.shape[0], self.batch_size):
-                part = inputs[start : start + self.batch_size]
-                if self.channels_last and part.dim() == 4:
-                    part = part.contiguous(memory_format=torch.channels_last)
-                logits = model_output_logits(self.model(part)).float()
-                if self.kind == "softmax":
-                    logits = logits.softmax(dim=1)
-                out.append(logits.gather(1, classes[start : start + self.batch_size, None].to(logits.device))[:, 0])
+
+        def read(logits: Tensor, start: int, stop: int) -> Tensor:
+            logits = logits.float()
+            if self.kind == "softmax":
+                logits = logits.softmax(dim=1)
+            return logits.gather(1, classes[start:stop, None].to(logits.device))[:, 0]
+
         self.evaluations += inputs.shape[0]
-        return torch.cat(out) if out else inputs.new_zeros(0)
+        return logits_in_chunks(self.model, inputs, self.batch_size, read, self.channels_last)
 
     def num_classes(self, inputs: Tensor) -> int:
         """The number of classes the model scores (one forward pass of the first input)."""

@@ -39,12 +39,16 @@ Order = Literal["top_down", "independent"]
 Compared = Literal["maps", "raw", "abs"]
 
 
+def _checked(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise LiftCamError(f"{what} must be {' or '.join(repr(a) for a in allowed)}, not {value!r}")
+
+
 def compared_maps(explanation: Explanation, compare: Compared) -> Tensor:
     """The maps (B, H, W) that the test compares: the user's maps, the signed raw map or its absolute value."""
     if compare == "maps":
         return explanation.maps
-    if compare not in ("raw", "abs"):
-        raise LiftCamError(f"compare must be 'maps', 'raw' or 'abs', not {compare!r}")
+    _checked(compare, ("maps", "raw", "abs"), "compare")
     raw = upsample(explanation.raw, explanation.maps.shape[1:])
     return raw.abs() if compare == "abs" else raw
 
@@ -61,8 +65,7 @@ def randomisation_steps(randomised: nn.Module, order: Order = "top_down", seed: 
     the others restored to their trained values. Each step seeds the generator with ``seed + 1`` (Quantus);
     the global generators (CPU and the model's GPUs) are restored afterwards.
     """
-    if order not in ("top_down", "independent"):
-        raise LiftCamError(f"order must be 'top_down' or 'independent', not {order!r}")
+    _checked(order, ("top_down", "independent"), "order")
     trained = copy.deepcopy(randomised.state_dict()) if order == "independent" else None
     modules = [(name, module) for name, module in randomised.named_modules() if hasattr(module, "reset_parameters")]
     if order == "top_down":
@@ -121,10 +124,8 @@ class ModelParameterRandomisation(Metric):
     def __init__(
         self, order: Order = "top_down", similarity: str = "spearman", compare: Compared = "maps", seed: int = 42
     ) -> None:
-        if compare not in ("maps", "raw", "abs"):
-            raise LiftCamError(f"compare must be 'maps', 'raw' or 'abs', not {compare!r}")
-        if order not in ("top_down", "independent"):
-            raise LiftCamError(f"order must be 'top_down' or 'independent', not {order!r}")
+        _checked(compare, ("maps", "raw", "abs"), "compare")  # before any work starts
+        _checked(order, ("top_down", "independent"), "order")
         self.order: Order = order
         self.similarity = similarity
         self.measure = get_similarity(similarity)
