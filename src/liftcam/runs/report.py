@@ -40,19 +40,29 @@ def t95(df: int) -> float:
     return _T95[df - 1] if df <= 30 else 1.96 + 2.5 / df
 
 
-def mean_ci(values: list[Any]) -> tuple[float, float, int]:
-    """Mean, half-width of the 95% confidence interval, and count of the numeric, non-NaN values."""
-    clean = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)]
+def numeric(values: list[Any]) -> list[float]:
+    """The numeric, non-NaN values (``None``, NaN, booleans and lists left out)."""
+    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)]
+
+
+def mean_se(values: list[Any]) -> tuple[float, float, int]:
+    """Mean, standard error (``stdev / sqrt(n)``, NaN for one value) and count of the numeric, non-NaN values."""
+    clean = numeric(values)
     n = len(clean)
     if n == 0:
         return math.nan, math.nan, 0
     mean = statistics.fmean(clean)
-    if n == 1:
-        return mean, math.nan, 1
-    return mean, t95(n - 1) * statistics.stdev(clean) / math.sqrt(n), n
+    return mean, statistics.stdev(clean) / math.sqrt(n) if n > 1 else math.nan, n
 
 
-def _columns(metrics: list[str]) -> list[tuple[str, bool | None]]:
+def mean_ci(values: list[Any]) -> tuple[float, float, int]:
+    """Mean, half-width of the 95% confidence interval (``t95(n - 1)`` standard errors), and count of the
+    numeric, non-NaN values."""
+    mean, se, n = mean_se(values)
+    return mean, t95(n - 1) * se if n > 1 else math.nan, n
+
+
+def value_columns(metrics: list[str]) -> list[tuple[str, bool | None]]:
     """(value name, higher is better or None for secondary values) in display order."""
     columns: list[tuple[str, bool | None]] = []
     for name in metrics:
@@ -80,7 +90,7 @@ def summarize(directory: Path) -> dict[str, Any]:
     records, junk = RecordStore.read_all(directory)
     methods = settings["methods"]
     try:
-        columns = _columns(settings["metrics"])
+        columns = value_columns(settings["metrics"])
     except LiftCamError as exc:
         raise LiftCamError(f"{directory / 'settings.json'}: {exc}") from None
     table: dict[str, dict[str, tuple[float, float, int]]] = {}

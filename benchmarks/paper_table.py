@@ -1,0 +1,324 @@
+"""The paper's benchmark table on what runs offline: EfficientNet-Lite0/1/2 at three layers each.
+
+    .venv/bin/python benchmarks/paper_table.py [--models lite0 lite1 lite2] [--layers final block depthwise]
+        [--methods table | all | NAME ...] [--step 0.05] [--threads 2] [--out benchmarks/results/paper-table]
+        [--assemble-only] [--publish]
+
+For each model and layer it runs, as subprocesses whose command lines go into the tables,
+
+* ``liftcam evaluate samples --metrics all``: every metric but the randomisation test, on the bundled
+  labelled photos (the 8 sample photos, 5 of them with boxes);
+* ``liftcam fidelity``: Shapley fidelity of every method with coefficients, against reference Shapley
+  values of the same images.
+
+Both are resumable: a finished run is read back, an interrupted one continues where it stopped. Then it
+writes, under ``--out``, ``tables.md`` (per model, a headline table over the three layers, and a full table
+per layer: mean ± standard error over images, best mean in bold) and ``report.html`` with one figure per
+model; ``--publish`` puts the headline tables into README.md (between its ``paper-table`` markers) and the
+full tables with the figures into ``docs/evaluation/paper-table.md``.
+
+The three layers (issue 11): ``final``, the final 1x1 conv block (non-negative maps, linear head: LIFT-CAM's
+coefficients are the exact Shapley values); ``block``, the last MBConv block's
+output (signed maps, nonlinear head); ``depthwise``, the post-ReLU6 depthwise activation inside the last
+block (its second call, ``_swish#2``: non-negative maps through a nonlinear head, the paper's setting).
+
+``--methods table`` (default) leaves out the four methods that evaluate the whole model on hundreds of masked
+copies per image (Score-CAM, SS-CAM, IS-CAM, sampled SHAP): with every metric re-explaining up to 13 times per
+image (Max-Sensitivity 10, ADCC, ARCC, random logit), one of them costs 20 minutes to 13 hours per layer on
+2 CPU cores, measured. ``--step 0.05`` (default) takes deletion and insertion in 20 steps instead of 224.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from liftcam.data import sample_photos
+from liftcam.data.images import load_image
+from liftcam.explain import Explainer
+from liftcam.methods import METHODS, method_class
+from liftcam.models import load_model
+from liftcam.runs.explain import applicable_methods
+from liftcam.runs.fidelity import FIDELITY_METHODS
+from liftcam.runs.records import RecordStore, read_settings
+from liftcam.runs.report import mean_se, value_columns
+
+LAST_BLOCK = {
+    "efficientnet-lite0": "features.16",
+    "efficientnet-lite1": "features.21",
+    "efficientnet-lite2": "features.21",
+}
+MODELS: dict[str, tuple[str, dict[str, str]]] = {
+    key: (model, {"final": f"features.{int(block[9:]) + 1}", "block": block, "depthwise": f"{block}._swish#2"})
+    for key, (model, block) in zip(("lite0", "lite1", "lite2"), LAST_BLOCK.items(), strict=True)
+}
+LAYER_ROLES = {
+    "final": "final conv block: non-negative maps, linear head",
+    "block": "last MBConv block's output: signed maps, nonlinear head",
+    "depthwise": "depthwise ReLU6 in the last block: non-negative maps, nonlinear head",
+}
+COSTLY = ("score-cam", "ss-cam", "is-cam", "shap")
+TABLE_METHODS = tuple(m for m in METHODS if m not in COSTLY)
+#: The headline columns: (source, value, label, higher is better).
+HEADLINE = (
+    ("fidelity", "pearson", "Shapley r", True),
+    ("evaluate", "average_drop", "AD", False),
+    ("evaluate", "average_drop_in_deletion", "ADD", True),
+    ("evaluate", "deletion", "Del", False),
+    ("evaluate", "insertion", "Ins", True),
+    ("evaluate", "road", "ROAD", True),
+)
+FIDELITY_VALUES = (("pearson", True), ("spearman", True), ("sign_agreement", True), ("map_pearson", True))
+
+
+def command(kind: str, model: str, layer: str, methods: list[str], step: float, threads: int, out: Path) -> list[str]:
+    """The ``liftcam`` command line of one run."""
+    args = [kind]
+    if kind == "evaluate":
+        args += ["samples", "--metrics", "all", "--step", str(step), "--examples", "0"]
+    args += ["--model", model, "--layer", layer, "--methods", *methods, "--threads", str(threads), "--out", str(out)]
+    return args
+
+
+def applicable(model: str, layer: str, methods: list[str]) -> tuple[list[str], list[str]]:
+    """The methods that apply at this layer (``cam`` needs a GAP + Linear head), and why the others do not."""
+    loaded = load_model(model)
+    explainer = Explainer(loaded.model, layer)
+    prep = loaded.preprocessing
+    photo = load_image(next(iter(sample_photos().values())))
+    captured = explainer.capture(prep.normalize(prep.crop_image(photo))[None])
+    return applicable_methods(loaded, explainer, captured, methods)
+
+
+def run(args: list[str], log: Path) -> None:
+    """Run ``liftcam ARGS`` and note its command line in ``log`` (read back into the tables)."""
+    line = "liftcam " + shlex.join(args)
+    print("$ " + line, flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    known = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    if line not in known:
+        log.write_text("\n".join([*known, line]) + "\n", encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "liftcam", *args], check=True)
+
+
+def read_run(directory: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    if not directory.is_dir():
+        return None, []
+    records, _ = RecordStore.read_all(directory)
+    return read_settings(directory), [r for r in records if "error" not in r]
+
+
+def stats(records: list[dict[str, Any]], method: str, value: str) -> tuple[float, float, int]:
+    return mean_se([r.get(value) for r in records if r["method"] == method])
+
+
+def digits(value: str) -> int:
+    return 3 if value in ("deletion", "insertion") or value in dict(FIDELITY_VALUES) else 2
+
+
+def cells(rows: dict[str, tuple[float, float, int]], value: str, higher: bool | None) -> dict[str, str]:
+    """Formatted ``mean ± se`` per method, the best displayed mean in bold (ties all bold)."""
+    d = digits(value)
+    shown = {m: round(s[0], d) for m, s in rows.items() if not math.isnan(s[0])}
+    best = (max if higher else min)(shown.values()) if shown and higher is not None else None
+    out = {}
+    for method, (mean, se, n) in rows.items():
+        if n == 0:
+            out[method] = "–"
+            continue
+        text = f"{mean:.{d}f}" + (f" ± {se:.{d}f}" if not math.isnan(se) else "")
+        out[method] = f"**{text}**" if best is not None and round(mean, d) == best else text
+    return out
+
+
+class Layer:
+    """One (model, layer): its runs' records."""
+
+    def __init__(self, root: Path, key: str, role: str, layer: str) -> None:
+        self.role, self.layer = role, layer
+        self.evaluate_dir, self.fidelity_dir = root / key / role / "evaluate", root / key / role / "fidelity"
+        self.evaluate_settings, self.evaluate = read_run(self.evaluate_dir)
+        self.fidelity_settings, self.fidelity = read_run(self.fidelity_dir)
+        self.images = len({r["image"] for r in self.evaluate})
+
+    def column(self, source: str, value: str, methods: list[str]) -> dict[str, tuple[float, float, int]]:
+        records = self.evaluate if source == "evaluate" else self.fidelity
+        return {m: stats(records, m, value) for m in methods}
+
+
+def headline_table(layers: list[Layer], methods: list[str]) -> list[str]:
+    header = ["method"] + [
+        f"{label} {'↑' if up else '↓'} ({lay.role})" for lay in layers for _, _, label, up in HEADLINE
+    ]
+    columns = [cells(lay.column(src, value, methods), value, up) for lay in layers for src, value, _, up in HEADLINE]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join([m] + [c[m] for c in columns]) + " |" for m in methods]
+    return lines
+
+
+def full_table(lay: Layer, methods: list[str]) -> list[str]:
+    metrics = lay.evaluate_settings["metrics"] if lay.evaluate_settings else []
+    columns = [("fidelity", v, up) for v, up in FIDELITY_VALUES]
+    columns += [("evaluate", v, up) for v, up in value_columns(metrics)]
+    header = ["method"] + [
+        ("Shapley " if src == "fidelity" else "") + v + {True: " ↑", False: " ↓", None: ""}[up]
+        for src, v, up in columns
+    ]
+    formatted = [cells(lay.column(src, v, methods), v, up) for src, v, up in columns]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join([m] + [c[m] for c in formatted]) + " |" for m in methods]
+    return lines
+
+
+def commands_of(lay: Layer) -> list[str]:
+    log = lay.evaluate_dir.parent / "commands.txt"
+    return [f"`{line}`" for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+
+
+def assemble(root: Path, models: list[str], methods: list[str]) -> tuple[str, str]:
+    """(tables.md, the README part)."""
+    full, readme = ["# The paper's table on the bundled photos", ""], []
+    for key in models:
+        name, layer_names = MODELS[key]
+        layers = [Layer(root, key, role, layer_names[role]) for role in LAYER_ROLES]
+        layers = [lay for lay in layers if lay.evaluate]
+        if not layers:
+            continue
+        shown = [m for m in methods if any(r["method"] == m for lay in layers for r in lay.evaluate)]
+        what = ", ".join(f"{lay.role} = `{lay.layer}`" for lay in layers)
+        intro = [
+            f"### {name}",
+            "",
+            f"Mean ± standard error over {max(lay.images for lay in layers)} photos; best mean in bold; "
+            f"layers: {what}. Shapley r: Pearson of the coefficients with reference Shapley values "
+            "(– where a method has no coefficients).",
+            "",
+        ]
+        readme += intro + headline_table(layers, shown) + [""]
+        full += intro + headline_table(layers, shown) + [""]
+        for lay in layers:
+            full += [f"#### {name}, {lay.role}: `{lay.layer}` ({LAYER_ROLES[lay.role]})", ""]
+            full += ["Made by: " + "; ".join(commands_of(lay)), "", *full_table(lay, shown), ""]
+    return "\n".join(full) + "\n", "\n".join(readme)
+
+
+def plot(root: Path, models: list[str], methods: list[str]) -> list[Path]:
+    """One figure per model: a panel per headline value, methods on the x axis, one bar per layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key in models:
+        name, layer_names = MODELS[key]
+        layers = [lay for lay in (Layer(root, key, r, layer_names[r]) for r in LAYER_ROLES) if lay.evaluate]
+        if not layers:
+            continue
+        shown = [m for m in methods if any(r["method"] == m for lay in layers for r in lay.evaluate)]
+        fig, axes = plt.subplots(len(HEADLINE), 1, figsize=(max(8, 0.45 * len(shown)), 2.2 * len(HEADLINE)))
+        width = 0.8 / len(layers)
+        for ax, (src, value, label, up) in zip(axes, HEADLINE, strict=True):
+            for j, lay in enumerate(layers):
+                col = lay.column(src, value, shown)
+                xs = [i + (j - (len(layers) - 1) / 2) * width for i in range(len(shown))]
+                ax.bar(xs, [col[m][0] for m in shown], width, yerr=[col[m][1] for m in shown], label=lay.role)
+            ax.set_ylabel(f"{label} {'↑' if up else '↓'}")
+            ax.set_xticks(range(len(shown)))
+            ax.set_xticklabels(shown if ax is axes[-1] else [], rotation=60, ha="right", fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].legend(fontsize=8, ncol=len(layers))
+        axes[0].set_title(f"{name}: mean ± standard error over the sample photos")
+        fig.tight_layout()
+        path = root / f"{key}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_html(root: Path, tables: str, figures: list[Path]) -> None:
+    import markdown  # the docs extra's dependency (mkdocs)
+
+    body = markdown.markdown(tables, extensions=["tables"])
+    images = "".join(f'<p><img src="{html.escape(p.name)}" style="max-width:100%"></p>' for p in figures)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>liftcam: the paper's table</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
+        f"{images}{body}</body></html>"
+    )
+    (root / "report.html").write_text(page, encoding="utf-8")
+
+
+def publish(tables: str, part: str, figures: list[Path]) -> None:
+    """The headline tables into README.md (between its ``paper-table`` markers); the full tables and the
+    figures into docs/evaluation/ (the documentation site)."""
+    readme = Path("README.md")
+    start, end = "<!-- paper-table:start -->", "<!-- paper-table:end -->"
+    text = readme.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{part}\n{end}{tail}", encoding="utf-8")
+    docs = Path("docs/evaluation")
+    images = []
+    for figure in figures:
+        target = docs / f"paper-table-{figure.name}"
+        shutil.copyfile(figure, target)
+        images.append(f"![{figure.stem}]({target.name})")
+    (docs / "paper-table.md").write_text(tables.replace("\n\n", "\n\n" + "\n\n".join(images) + "\n\n", 1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--layers", nargs="+", choices=list(LAYER_ROLES), default=list(LAYER_ROLES))
+    parser.add_argument("--methods", nargs="+", default=["table"])
+    parser.add_argument("--step", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/paper-table"))
+    parser.add_argument("--assemble-only", action="store_true", help="only write the tables of what has run")
+    parser.add_argument("--publish", action="store_true", help="write README.md's tables and docs/evaluation/")
+    args = parser.parse_args()
+    groups = {"table": list(TABLE_METHODS), "all": list(METHODS)}
+    methods = [m for name in args.methods for m in groups.get(name, [name])]
+    for m in methods:
+        method_class(m)  # an unknown name fails here, not after an hour
+    if not args.assemble_only:
+        for key in args.models:
+            model, layer_names = MODELS[key]
+            for role in args.layers:
+                folder = args.out / key / role
+                log = folder / "commands.txt"
+                layer = layer_names[role]
+                here, notes = applicable(model, layer, methods)
+                for note in notes:
+                    print(f"{key} {role}: {note}")
+                run(command("evaluate", model, layer, here, args.step, args.threads, folder / "evaluate"), log)
+                with_coefficients = [m for m in here if m in FIDELITY_METHODS]
+                run(
+                    command("fidelity", model, layer, with_coefficients, args.step, args.threads, folder / "fidelity"),
+                    log,
+                )
+    order = [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
+    tables, readme_part = assemble(args.out, list(MODELS), order)
+    (args.out / "tables.md").write_text(tables, encoding="utf-8")
+    figures = plot(args.out, list(MODELS), order)
+    write_html(args.out, tables, figures)
+    print(f"{args.out / 'tables.md'}, {args.out / 'report.html'}")
+    if args.publish:
+        publish(tables, readme_part, figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
