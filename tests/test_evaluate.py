@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from liftcam.data import Preprocessing, sample_photos
 from liftcam.data.datasets import SAMPLE_BOXES, load_dataset, read_synsets
 from liftcam.errors import LiftCamError
 from liftcam.models import imagenet_categories
+from liftcam.runs.report import mean_ci, mean_se
 
 # Real WordNet ids with their ImageNet class indices (torchvision's category order), from Imagenette.
 IMAGENETTE = {"n01440764": 0, "n02102040": 217, "n03394916": 566, "n03888257": 701}
@@ -194,10 +197,16 @@ def test_other_settings_into_the_same_run_are_refused(tmp_path: Path, capsys: py
 PINNED = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+# with the seeded metrics (noise, random subsets, a random class): their draws are seeded per image
+SPLIT_RUN = [
+    "--batch-size", "2", "--methods", "lift-cam", "grad-cam", "--step", "0.02", "--threads", "1", "--quiet",
+    "--metrics", "average_drop", "deletion", "road", "faithfulness_correlation", "max_sensitivity", "random_logit",
+    "--road-percentiles", "50",
+]  # fmt: skip
+
+
 def _run(out: Path, data: Path, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "liftcam", "evaluate", str(data), "--out", str(out), "--batch-size", "2"]
-    command += ["--methods", "lift-cam", "grad-cam", "--metrics", "average_drop", "deletion", "--step", "0.02"]
-    command += ["--threads", "1", "--quiet", *(extra or [])]
+    command = [sys.executable, "-m", "liftcam", "evaluate", str(data), "--out", str(out), *SPLIT_RUN, *(extra or [])]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, env=PINNED)
 
 
@@ -240,8 +249,7 @@ def test_torchrun_with_two_processes_equals_one(tmp_path: Path) -> None:
     assert _run(single, data).wait() == 0
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "liftcam",
-        "evaluate", str(data), "--out", str(double), "--batch-size", "2", "--methods", "lift-cam", "grad-cam",
-        "--metrics", "average_drop", "deletion", "--step", "0.02", "--threads", "1", "--quiet",
+        "evaluate", str(data), "--out", str(double), *SPLIT_RUN,
     ]  # fmt: skip
     result = subprocess.run(command, env=PINNED, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -288,3 +296,12 @@ def test_step_accepts_fractions() -> None:
     assert args.step == 1 / 224
     with pytest.raises(SystemExit):
         build_parser().parse_args(["evaluate", "d", "--out", "o", "--step", "2"])
+
+
+def test_mean_standard_error_and_confidence_interval() -> None:
+    values = [1.0, 2, 3, 4, None, float("nan"), True, [1.0]]  # only the four numbers count
+    mean, se, n = mean_se(values)
+    assert (mean, n) == (2.5, 4) and se == pytest.approx(statistics.stdev([1, 2, 3, 4]) / 2)
+    assert mean_ci(values) == pytest.approx((2.5, 3.182 * se, 4))
+    assert mean_se([5.0])[:1] == (5.0,) and math.isnan(mean_se([5.0])[1]) and math.isnan(mean_ci([5.0])[1])
+    assert mean_se([None])[2] == 0 and math.isnan(mean_se([])[0])
