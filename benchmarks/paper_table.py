@@ -124,9 +124,12 @@ def digits(value: str) -> int:
 
 
 def cells(rows: dict[str, tuple[float, float, int]], value: str, higher: bool | None) -> dict[str, str]:
-    """Formatted ``mean ± se`` per method, the best displayed mean in bold (ties all bold)."""
+    """Formatted ``mean ± se`` per method; ``(n=...)`` where a method has values for fewer images than the
+    column's most (ROAD has none for an all-zero map). The best displayed mean among the methods with the
+    most images is bold (ties all bold)."""
     d = digits(value)
-    shown = {m: round(s[0], d) for m, s in rows.items() if not math.isnan(s[0])}
+    most = max((n for _, _, n in rows.values()), default=0)
+    shown = {m: round(s[0], d) for m, s in rows.items() if s[2] == most and most > 0}
     best = (max if higher else min)(shown.values()) if shown and higher is not None else None
     out = {}
     for method, (mean, se, n) in rows.items():
@@ -134,7 +137,8 @@ def cells(rows: dict[str, tuple[float, float, int]], value: str, higher: bool | 
             out[method] = "–"
             continue
         text = f"{mean:.{d}f}" + (f" ± {se:.{d}f}" if not math.isnan(se) else "")
-        out[method] = f"**{text}**" if best is not None and round(mean, d) == best else text
+        text = f"**{text}**" if best is not None and n == most and round(mean, d) == best else text
+        out[method] = text + (f" (n={n})" if n < most else "")
     return out
 
 
@@ -147,6 +151,13 @@ class Layer:
         self.evaluate_settings, self.evaluate = read_run(self.evaluate_dir)
         self.fidelity_settings, self.fidelity = read_run(self.fidelity_dir)
         self.images = len({r["image"] for r in self.evaluate})
+        self.fidelity_images = len({r["image"] for r in self.fidelity})
+
+    def role_of(self, source: str) -> str:
+        """The layer's role, with the photos counted where a fidelity run has not finished them all."""
+        if source == "fidelity" and self.fidelity_images < self.images:
+            return f"{self.role}, {self.fidelity_images} of {self.images} photos"
+        return self.role
 
     def column(self, source: str, value: str, methods: list[str]) -> dict[str, tuple[float, float, int]]:
         records = self.evaluate if source == "evaluate" else self.fidelity
@@ -155,7 +166,7 @@ class Layer:
 
 def headline_table(layers: list[Layer], methods: list[str]) -> list[str]:
     header = ["method"] + [
-        f"{label} {'↑' if up else '↓'} ({lay.role})" for lay in layers for _, _, label, up in HEADLINE
+        f"{label} {'↑' if up else '↓'} ({lay.role_of(src)})" for lay in layers for src, _, label, up in HEADLINE
     ]
     columns = [cells(lay.column(src, value, methods), value, up) for lay in layers for src, value, _, up in HEADLINE]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
