@@ -176,7 +176,7 @@ def headline_table(layers: list[Layer], methods: list[str]) -> list[str]:
 
 def full_table(lay: Layer, methods: list[str]) -> list[str]:
     metrics = lay.evaluate_settings["metrics"] if lay.evaluate_settings else []
-    columns = [("fidelity", v, up) for v, up in FIDELITY_VALUES]
+    columns: list[tuple[str, str, bool | None]] = [("fidelity", v, up) for v, up in FIDELITY_VALUES]
     columns += [("evaluate", v, up) for v, up in value_columns(metrics)]
     header = ["method"] + [
         ("Shapley " if src == "fidelity" else "") + v + {True: " ↑", False: " ↓", None: ""}[up]
@@ -193,16 +193,22 @@ def commands_of(lay: Layer) -> list[str]:
     return [f"`{line}`" for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
 
 
-def assemble(root: Path, models: list[str], methods: list[str]) -> tuple[str, str]:
+def read_models(root: Path, models: list[str], methods: list[str]) -> dict[str, tuple[list[Layer], list[str]]]:
+    """Per model with records: its layers that have an evaluate run, and the methods they show (in order)."""
+    out = {}
+    for key in models:
+        layer_names = MODELS[key][1]
+        layers = [lay for lay in (Layer(root, key, r, layer_names[r]) for r in LAYER_ROLES) if lay.evaluate]
+        if layers:
+            out[key] = layers, [m for m in methods if any(r["method"] == m for lay in layers for r in lay.evaluate)]
+    return out
+
+
+def assemble(runs: dict[str, tuple[list[Layer], list[str]]]) -> tuple[str, str]:
     """(tables.md, the README part)."""
     full, readme = ["# The paper's table on the bundled photos", ""], []
-    for key in models:
-        name, layer_names = MODELS[key]
-        layers = [Layer(root, key, role, layer_names[role]) for role in LAYER_ROLES]
-        layers = [lay for lay in layers if lay.evaluate]
-        if not layers:
-            continue
-        shown = [m for m in methods if any(r["method"] == m for lay in layers for r in lay.evaluate)]
+    for key, (layers, shown) in runs.items():
+        name = MODELS[key][0]
         what = ", ".join(f"{lay.role} = `{lay.layer}`" for lay in layers)
         intro = [
             f"### {name}",
@@ -220,7 +226,7 @@ def assemble(root: Path, models: list[str], methods: list[str]) -> tuple[str, st
     return "\n".join(full) + "\n", "\n".join(readme)
 
 
-def plot(root: Path, models: list[str], methods: list[str]) -> list[Path]:
+def plot(root: Path, runs: dict[str, tuple[list[Layer], list[str]]]) -> list[Path]:
     """One figure per model: a panel per headline value, methods on the x axis, one bar per layer."""
     import matplotlib
 
@@ -228,12 +234,8 @@ def plot(root: Path, models: list[str], methods: list[str]) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    for key in models:
-        name, layer_names = MODELS[key]
-        layers = [lay for lay in (Layer(root, key, r, layer_names[r]) for r in LAYER_ROLES) if lay.evaluate]
-        if not layers:
-            continue
-        shown = [m for m in methods if any(r["method"] == m for lay in layers for r in lay.evaluate)]
+    for key, (layers, shown) in runs.items():
+        name = MODELS[key][0]
         fig, axes = plt.subplots(len(HEADLINE), 1, figsize=(max(8, 0.45 * len(shown)), 2.2 * len(HEADLINE)))
         width = 0.8 / len(layers)
         for ax, (src, value, label, up) in zip(axes, HEADLINE, strict=True):
@@ -321,9 +323,10 @@ def main() -> int:
                     log,
                 )
     order = [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
-    tables, readme_part = assemble(args.out, list(MODELS), order)
+    runs = read_models(args.out, list(MODELS), order)
+    tables, readme_part = assemble(runs)
     (args.out / "tables.md").write_text(tables, encoding="utf-8")
-    figures = plot(args.out, list(MODELS), order)
+    figures = plot(args.out, runs)
     write_html(args.out, tables, figures)
     print(f"{args.out / 'tables.md'}, {args.out / 'report.html'}")
     if args.publish:
