@@ -97,13 +97,19 @@ def logits_in_chunks(
     ``batch_size`` inputs, without autograd, concatenated. 4-D chunks go in channels-last memory format
     (``channels_last``): 1.2-1.7x faster convolutions on CPU."""
     memory_format = torch.channels_last if channels_last and inputs.dim() == 4 else torch.contiguous_format
-    out = []
+
+    def chunk(start: int, stop: int) -> Tensor:
+        return read(model_output_logits(model(inputs[start:stop].contiguous(memory_format=memory_format))), start, stop)
+
     with torch.inference_mode():
-        for start in range(0, inputs.shape[0], batch_size):
-            stop = min(start + batch_size, inputs.shape[0])
-            part = inputs[start:stop].contiguous(memory_format=memory_format)
-            out.append(read(model_output_logits(model(part)), start, stop))
-    return torch.cat(out) if out else inputs.new_zeros(0)
+        return in_chunks(inputs.shape[0], batch_size, chunk, inputs.new_zeros(0))
+
+
+def in_chunks(total: int, size: int, compute: Callable[[int, int], Tensor], empty: Tensor) -> Tensor:
+    """``compute(start, stop)`` for consecutive chunks of ``size`` out of ``total`` items, concatenated
+    (``empty`` when ``total`` is 0): the chunks' inputs are made one at a time, never all at once."""
+    out = [compute(start, min(start + size, total)) for start in range(0, total, size)]
+    return torch.cat(out) if out else empty
 
 
 class OutputAdapter(nn.Module):

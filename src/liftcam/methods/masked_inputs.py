@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..capture import logits_in_chunks
+from ..capture import in_chunks, logits_in_chunks
 from ..maps import INTERPOLATION
 from ..targets import image_targets
 from .base import MethodInputs
@@ -55,11 +54,11 @@ class InputScorer:
     def masked(self, b: int, masks: Tensor, probability: bool = False, factor: float = 1.0) -> Tensor:
         """The scores (N,) of image ``b`` times each mask (N, H, W), times ``factor``, in chunks (the masked
         inputs are made one chunk at a time)."""
-        scores = []
-        for start in range(0, masks.shape[0], self.batch):
-            chunk = self.images[b : b + 1] * masks[start : start + self.batch, None] * factor
-            scores.append(self(b, chunk, probability))
-        return torch.cat(scores)
+        image = self.images[b : b + 1]
+        empty = image.new_zeros(0)
+        return in_chunks(
+            masks.shape[0], self.batch, lambda i, j: self(b, image * masks[i:j, None] * factor, probability), empty
+        )
 
 
 def layer_masks(maps: Tensor, size: Sequence[int]) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..capture import logits_in_chunks, model_output_logits
+from ..capture import in_chunks, logits_in_chunks, model_output_logits
 
 ScoreKind = Literal["softmax", "logit"]
 #: Explain masked inputs again (for ADCC's coherency): (inputs, classes) -> maps (B, H, W).
@@ -65,11 +65,8 @@ class Scorer:
     def generate(self, make: Callable[[int, int], Tensor], total: int, classes: Tensor) -> Tensor:
         """Scores of ``total`` inputs built lazily: ``make(start, stop)`` returns inputs start..stop-1,
         so that masked copies are created one batch at a time, never all at once."""
-        out = [
-            self(make(start, min(start + self.batch_size, total)), classes[start : start + self.batch_size])
-            for start in range(0, total, self.batch_size)
-        ]
-        return torch.cat(out) if out else classes.new_zeros(0, dtype=torch.float32)
+        empty = classes.new_zeros(0, dtype=torch.float32)
+        return in_chunks(total, self.batch_size, lambda i, j: self(make(i, j), classes[i:j]), empty)
 
 
 @dataclass
