@@ -81,12 +81,15 @@ class _Stages(DependencyMode):
     ``override`` it returns ``override`` as the nonlinearity's output.
     """
 
-    def __init__(self, source: Tensor, stop: bool = False, override: Tensor | None = None) -> None:
+    def __init__(
+        self, source: Tensor, stop: bool = False, override: Tensor | None = None, precise: bool = False
+    ) -> None:
         super().__init__(source)
         self.post: set[int] = set()
         self.phi: _Phi | None = None
         self.stop = stop
         self.override = override
+        self.precise = precise
 
     def dependent_call(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         inputs = [t for t in iter_tensors((args, kwargs)) if id(t) in self.dependent]
@@ -115,6 +118,8 @@ class _Stages(DependencyMode):
                 training = kwargs.get("training", args[2] if len(args) > 2 else True)
                 if training:
                     raise _NotFactorable("active dropout")
+            if self.precise:  # the affine calls in float64: weights, biases and running statistics too
+                args, kwargs = _to_float64(args), _to_float64(kwargs)
             out = func(*args, **kwargs)
             self.mark(out)
             if post:
@@ -124,6 +129,16 @@ class _Stages(DependencyMode):
         if not any(True for _ in iter_tensors(out)):
             return out
         raise _NotFactorable(f"{name} is neither affine nor the single elementwise nonlinearity")
+
+
+def _to_float64(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.double() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float64(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float64(v) for k, v in value.items()}
+    return value
 
 
 @dataclass
@@ -145,16 +160,19 @@ def factor_head(head: Callable[[Tensor], Tensor], sample: Tensor) -> FactoredHea
     except _NotFactorable:
         return None
     phi = stages.phi
-    if phi is None:
-        return FactoredHead(prefix=head, phi=None, suffix=None)
 
     def prefix(a: Tensor) -> Tensor:
-        a = a.clone()
+        # float64 where the device has it: a channel's row is L1(R + e_k (A_k - R_k)) - L1(R), a small
+        # difference of large values, and K rows are summed (float32 rows: 1e-4 relative error at K = 1152)
+        precise = a.device.type != "mps"
+        a = a.to(torch.float64, copy=True) if precise else a.clone()
         try:
-            with _Stages(a, stop=True):
-                head(a)
+            with _Stages(a, stop=phi is not None, precise=precise):
+                out = head(a)
         except _Stop as stop:
             return stop.value
+        if phi is None:
+            return out
         raise _NotFactorable("the nonlinearity was not reached")
 
     def suffix(u: Tensor) -> Tensor:
@@ -257,7 +275,7 @@ def build_fast_game(
         return None
     k = activations.shape[0]
     diff = activations - reference
-    chunk = max(1, memory_bytes // (activations.numel() * 4 * 8))
+    chunk = max(1, memory_bytes // (activations.numel() * 8 * 8))
 
     def channel_inputs(start: int, stop: int) -> Tensor:
         eye = torch.eye(k, dtype=activations.dtype, device=activations.device)[start:stop]
@@ -266,7 +284,12 @@ def build_fast_game(
     with torch.no_grad():
         try:
             base = factored.prefix(reference[None])
-            rows = torch.cat([factored.prefix(channel_inputs(s, min(s + chunk, k))) - base for s in range(0, k, chunk)])
+            # an additive game keeps float64 contributions; a factored game's rows (K, D) are stored in
+            # the activations' dtype, chunk by chunk (float64 would double hundreds of MB)
+            stored = base.dtype if factored.phi is None else activations.dtype
+            rows = torch.cat(
+                [(factored.prefix(channel_inputs(s, min(s + chunk, k))) - base).to(stored) for s in range(0, k, chunk)]
+            )
         except _NotFactorable:
             return None
         full = float(head(activations[None])[0, cls])
@@ -275,11 +298,11 @@ def build_fast_game(
         game: CoalitionGame = AdditiveGame(float(base[0, cls]), rows[:, cls])
     else:
         assert factored.suffix is not None
-        u = torch.zeros_like(base).requires_grad_(True)
+        u = torch.zeros_like(base, dtype=stored).requires_grad_(True)
         with torch.enable_grad():
             score = factored.suffix(u)[0, cls]
             (w,) = torch.autograd.grad(score, u)
-        game = FactoredGame(factored.phi, base[0], rows, w[0], float(score.detach()), memory_bytes)
+        game = FactoredGame(factored.phi, base[0].to(stored), rows, w[0], float(score.detach()), memory_bytes)
     ones = torch.ones(1, k, device=activations.device)
     check = game.values(torch.cat([ones, torch.zeros_like(ones)]))
     scale = max(abs(full), abs(empty), 1.0)
