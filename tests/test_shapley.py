@@ -161,7 +161,7 @@ def test_factored_game_is_precise_at_lite0_depthwise_layer(lite0, photo_batch) -
 def test_linear_head_shapley_equals_lift_cam_and_ablation_is_proportional(tiny) -> None:  # type: ignore[no-untyped-def]
     x = torch.randn(3, 3, 10, 10)
     for fast in (True, False):
-        out = liftcam.explain(tiny, x, "act", ["lift-cam", Shap(estimator="exact", fast=fast), AblationCam(fast=fast)])
+        out = liftcam.explain(tiny, x, "act", ["lift-cam", Shap(estimator="exact", fast=fast), AblationCam()])
         a = liftcam.Explainer(tiny, "act").capture(x).activations
         expected = tiny.fc.weight[out["lift-cam"].targets].detach() * a.mean(dim=(2, 3))
         torch.testing.assert_close(out["shap"].weights, out["lift-cam"].weights, rtol=1e-4, atol=1e-6)
@@ -211,7 +211,7 @@ def test_rerun_fallback_evaluator_warns_once_and_agrees(nonlinear) -> None:  # t
     explainer = liftcam.Explainer(model, "body", split_mode="rerun")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rerun = explainer(x, [Shap(fast=False), AblationCam(fast=False)])
+        rerun = explainer(x, [Shap(fast=False), AblationCam()])
     messages = [str(w.message) for w in caught if "re-runs the whole model" in str(w.message)]
     assert len(messages) == 1
     for name in graph:

@@ -60,7 +60,7 @@ class LimeCam(CamMethod):
             generator = torch.Generator().manual_seed(self.seed)
             masks = torch.bernoulli(torch.full((n, k), 0.5, device="cpu"), generator=generator)
             reference = inputs.reference[b]
-            game = image_game(evaluator, b, reference, fast=self.fast)
+            game = image_game(evaluator, b, reference, fast=self.fast, coalitions=n)
             y = game.values(masks.to(a.device)).cpu().double()
             # cosine similarity of A and A_z = R + z (A - R), from per-channel inner products (channels are
             # orthogonal blocks): <A, A_z> = sum_k <A_k, R_k> + z_k <A_k, A_k - R_k>, likewise ||A_z||^2

@@ -24,11 +24,23 @@ from .result import ShapleyResult
 Estimator = Literal["auto", "exact", "permutation", "kernel"]
 
 
-def image_game(evaluator: HeadEvaluator, index: int, reference: Tensor, fast: bool = True) -> CoalitionGame:
-    """The activation-map game of image ``index``: the fast factored game where the head allows it."""
+FACTORED_BREAK_EVEN = 4
+
+
+def image_game(
+    evaluator: HeadEvaluator, index: int, reference: Tensor, fast: bool = True, coalitions: int | None = None
+) -> CoalitionGame:
+    """The activation-map game of image ``index``: the fast factored game where the head allows it.
+
+    ``coalitions``: how many coalition values the caller will ask for, where known. Building the factored
+    game costs about one head pass per channel, so below ``FACTORED_BREAK_EVEN * K`` values the head game
+    (one head pass per value) is cheaper and is used.
+    """
     cls = int(evaluator.classes[index])
+    k = evaluator.activations.shape[1]
+    few = coalitions is not None and coalitions < FACTORED_BREAK_EVEN * k
     # the factored games read one logit of a (N, C) output; a score function or a region is another score
-    if fast and cls >= 0 and not callable(evaluator.targets):
+    if fast and not few and cls >= 0 and not callable(evaluator.targets):
 
         def head(a: Tensor) -> Tensor:
             return evaluator.split.head(a, evaluator.context_for(index, a.shape[0]))
