@@ -175,6 +175,7 @@ def test_untraceable_model_falls_back_to_rerun() -> None:
     assert _hook_count(model) == 0
 
 
+@pytest.mark.filterwarnings("ignore:the model could not be split")  # split_mode="rerun" says so, as it should
 def test_hooks_removed_and_model_left_as_found() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
