@@ -136,6 +136,9 @@ def test_factored_game_equals_head_game_on_lite0(lite0, photo_batch) -> None:  #
     fast = image_game(evaluator, 1, reference)
     slow = HeadGame(evaluator, 1, reference)
     assert isinstance(fast, FactoredGame)  # 1x1 conv, BN, ReLU6, GAP, dropout, linear
+    # few coalitions (Ablation-CAM's K + 1, LIME-CAM's K): building the rows would cost more than the head
+    assert isinstance(image_game(evaluator, 1, reference, coalitions=4 * 320 - 1), HeadGame)
+    assert isinstance(image_game(evaluator, 1, reference, coalitions=4 * 320), FactoredGame)
     torch.manual_seed(0)
     masks = (torch.rand(40, 320) < torch.rand(40, 1)).float()
     torch.testing.assert_close(fast.values(masks), slow.values(masks), rtol=1e-5, atol=1e-4)
