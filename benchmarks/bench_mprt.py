@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_mprt.py [--threads 2] [--batch 8] [--model resnet18] [--check]
 
 A torchvision model with random weights (speed does not depend on them) at its last stage, a batch of
-224 x 224 inputs, every module with parameters re-initialised in turn (62 steps for ResNet18). Timed one
+224 x 224 inputs, every module with parameters re-initialised in turn (41 steps for ResNet18). Timed one
 after the other:
 
 * liftcam's ``model_parameter_randomisation``: the model copied once, its split made once and reused at every
