@@ -11,7 +11,7 @@ from torch import Tensor, nn
 import liftcam
 from liftcam.errors import TargetError
 from liftcam.maps import minmax
-from liftcam.methods import CamMethod, IsCam, SsCam
+from liftcam.methods import CamMethod, IsCam, SmoothGradCamPlusPlus, SsCam
 from liftcam.models import guess_layer
 from liftcam.targets import RegionTarget
 
@@ -75,6 +75,25 @@ def test_every_method_explains_a_predicted_region_and_lift_cam_conserves(name: s
     assert zero.abs().sum() == 0
     reference_score = (reference[:, category] * mask).sum(dim=(1, 2))
     torch.testing.assert_close(lift.weights.sum(1), expected.detach() - reference_score, rtol=1e-4, atol=1e-2)
+
+
+def test_noisy_copies_of_a_batch_explain_each_images_own_region(images: Tensor) -> None:
+    """SmoothGrad-CAM++ scores the batch's noisy copies together: each copy with its own image's region."""
+    model = _segmenter("lraspp_mobilenet_v3_large")
+    explainer = liftcam.Explainer(model)
+    method = SmoothGradCamPlusPlus(n_samples=2, seed=3)
+    boxes = torch.zeros(2, 64, 80, dtype=torch.bool)
+    boxes[0, :32, :40], boxes[1, 32:, 40:] = True, True  # a different region per image
+    batch = explainer(images, method, targets=RegionTarget(2, boxes))
+    alone = []
+    for b in range(2):
+        weights = explainer(images[b : b + 1], method, targets=RegionTarget(2, boxes[b])).weights
+        assert weights is not None
+        alone.append(weights)
+    assert batch.weights is not None
+    torch.testing.assert_close(batch.weights, torch.cat(alone), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(batch.weights[0], batch.weights[1], rtol=1e-2)
+    assert float(batch.weights.abs().max()) > 0
 
 
 def test_grad_cam_on_a_region_equals_pytorch_grad_cam(images: Tensor) -> None:

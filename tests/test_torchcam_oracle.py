@@ -85,10 +85,14 @@ def test_sampled_methods_are_seeded_per_image(resnet18: nn.Module, x: Tensor) ->
     """An image's noise does not depend on its batch: alone or with another image, the same coefficients."""
     pair = torch.cat([x, x.flip(-1)])
     for method in (SsCam(n_samples=2, seed=1), SmoothGradCamPlusPlus(n_samples=2, seed=1)):
-        alone = liftcam.explain(resnet18, x, "layer4", method)
-        batch = liftcam.explain(resnet18, pair, "layer4", method, targets=[int(alone.targets[0])] * 2)
-        assert alone.weights is not None and batch.weights is not None
-        torch.testing.assert_close(batch.weights[:1], alone.weights, rtol=1e-5, atol=1e-7)
+        first = liftcam.explain(resnet18, x, "layer4", method)
+        classes = [int(first.targets[0]), (int(first.targets[0]) + 1) % 10]  # another class for the second
+        second = liftcam.explain(resnet18, pair[1:], "layer4", method, targets=classes[1])
+        batch = liftcam.explain(resnet18, pair, "layer4", method, targets=classes)
+        assert first.weights is not None and second.weights is not None and batch.weights is not None
+        alone = torch.cat([first.weights, second.weights])
+        torch.testing.assert_close(batch.weights, alone, rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(batch.weights[0], batch.weights[1], rtol=1e-2)
     # through a nonlinear head (layer4's), the smoothing changes the coefficients; at layer4 the head is
     # linear, the gradient the same at every noisy copy, and SmoothGrad-CAM++ is Grad-CAM++
     plain = liftcam.explain(resnet18, x, "layer3", "grad-cam++")

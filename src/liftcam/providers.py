@@ -35,7 +35,7 @@ from .linear_head import linear_head_weight
 from .lrp import lrp_relevance
 from .methods.base import MethodInputs, Need
 from .rules import Decomposed
-from .targets import Targets, bind_targets, image_targets, resolve_targets, target_scores
+from .targets import Targets, bind_targets, resolve_targets, rows_targets, target_scores
 from .tracing import layer_gradient
 
 
@@ -136,14 +136,14 @@ def _head(batch: Batch) -> None:
 
 
 def _at_input(batch: Batch) -> None:
-    """``(x', b) -> (A(x'), ds/dA(x'))`` for copies ``x'`` (n, ...) of image ``b``: the body on them, then the
-    head with autograd; the score is image ``b``'s (its class, or its region bound at the actual input)."""
+    """``(x', images) -> (A(x'), ds/dA(x'))`` for copies ``x'`` (n, ...) of the images ``images`` (n,): the body
+    on them, then the head with autograd; copy ``i``'s score is image ``images[i]``'s (its class, or its region
+    bound at the actual input)."""
 
-    def at_input(x: Tensor, index: int) -> tuple[Tensor, Tensor]:
+    def at_input(x: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
         assert batch.classes is not None
-        n = x.shape[0]
-        targets = image_targets(batch.targets, index, n)
-        classes = batch.classes[index : index + 1].expand(n)
+        targets = rows_targets(batch.targets, images)
+        classes = batch.classes[images.to(batch.classes.device)]
         captured = batch.capture(x)
         leaf = captured.activations.detach().requires_grad_(True)
         with torch.enable_grad():

@@ -139,6 +139,12 @@ class RegionTarget:
         mask, classes = self._fixed()
         return self._with(mask[index : index + 1].expand(n, *mask.shape[1:]), classes[index : index + 1].expand(n))
 
+    def rows(self, indices: Tensor) -> RegionTarget:
+        """The bound targets of images ``indices`` (n,), one evaluation each (several images' copies at once)."""
+        mask, classes = self._fixed()
+        indices = indices.to(mask.device)
+        return self._with(mask[indices], classes[indices])
+
     def __call__(self, logits: Tensor) -> Tensor:
         mask, classes = self._fixed()
         index = classes.view(-1, 1, *([1] * (logits.dim() - 2))).expand(-1, 1, *logits.shape[2:])
@@ -178,6 +184,11 @@ def bind_targets(targets: Targets, logits: Tensor) -> Targets:
 def image_targets(targets: Targets, index: int, n: int) -> Targets:
     """The targets of image ``index`` for ``n`` evaluations of that image (a region's mask repeated)."""
     return targets.image(index, n) if isinstance(targets, RegionTarget) else targets
+
+
+def rows_targets(targets: Targets, indices: Tensor) -> Targets:
+    """The targets of images ``indices`` (n,), one evaluation each (a region's masks gathered)."""
+    return targets.rows(indices) if isinstance(targets, RegionTarget) else targets
 
 
 def predicted_regions(

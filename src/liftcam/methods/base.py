@@ -52,7 +52,8 @@ class MethodInputs:
     model: nn.Module | None = None
     score_function: Callable[[Tensor], Tensor] | None = None  # for targets given as a function
     head: Callable[[Tensor], Tensor] | None = None  # A -> the model's output, with autograd
-    at_input: Callable[[Tensor, int], tuple[Tensor, Tensor]] | None = None  # (x', b) -> (A(x'), ds/dA at x')
+    #: (x', images) -> (A(x'), ds/dA at x'): copies x' (n, ...) of the images with indices ``images`` (n,)
+    at_input: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
     layer: str = "?"  # the target layer's name, for messages
 
     def require(self, name: str) -> Tensor:

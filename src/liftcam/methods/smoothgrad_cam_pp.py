@@ -39,17 +39,18 @@ class SmoothGradCamPlusPlus(CamMethod):
         images, at_input = inputs.require("images"), inputs.at_input
         assert at_input is not None
         a = inputs.activations
-        rows = []
-        for b in range(a.shape[0]):
-            generator = torch.Generator().manual_seed(self.seed)
-            g1, g2, g3 = (torch.zeros_like(a[b : b + 1]) for _ in range(3))
-            for _ in range(self.n_samples):
-                shape = images[b : b + 1].shape
-                noise = torch.randn(shape, generator=generator, dtype=images.dtype, device="cpu") * self.std
-                _, g = at_input(images[b : b + 1] + noise.to(images.device), b)
-                g1, g2, g3 = g1 + g, g2 + g.pow(2), g3 + g.pow(3)
-            g1, g2, g3 = g1 / self.n_samples, g2 / self.n_samples, g3 / self.n_samples
-            dims = spatial(a)
-            ratio = g2 / (2 * g2 + per_channel((g3 * a[b : b + 1]).sum(dim=dims), a[b : b + 1]) + 1e-8)
-            rows.append((ratio * torch.relu(g1)).sum(dim=dims)[0])
-        return torch.stack(rows)
+        # one stream per image, drawn copy by copy: an image's noise does not depend on its batch; the
+        # batch's m-th copies go through the model together
+        generators = [torch.Generator().manual_seed(self.seed) for _ in range(a.shape[0])]
+        rows = torch.arange(a.shape[0], device=images.device)
+        g1, g2, g3 = (torch.zeros_like(a) for _ in range(3))
+        for _ in range(self.n_samples):
+            noise = torch.cat(
+                [torch.randn(images.shape[1:], generator=g, dtype=images.dtype, device="cpu")[None] for g in generators]
+            )
+            _, g = at_input(images + self.std * noise.to(images.device), rows)
+            g1, g2, g3 = g1 + g, g2 + g.pow(2), g3 + g.pow(3)
+        g1, g2, g3 = g1 / self.n_samples, g2 / self.n_samples, g3 / self.n_samples
+        dims = spatial(a)
+        ratio = g2 / (2 * g2 + per_channel((g3 * a).sum(dim=dims), a) + 1e-8)
+        return (ratio * torch.relu(g1)).sum(dim=dims)
