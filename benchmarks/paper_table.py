@@ -11,7 +11,10 @@ For each model and layer it runs, as subprocesses whose command lines go into th
 * ``liftcam fidelity``: Shapley fidelity of every method with coefficients, against reference Shapley
   values of the same images.
 
-Both are resumable: a finished run is read back, an interrupted one continues where it stopped. Then it
+Both are resumable: a finished run is read back, an interrupted one continues where it stopped. The table's
+methods run together in ``MODEL/LAYER/evaluate`` and ``.../fidelity``; a method outside that group (the
+costly four below) runs alone in ``evaluate-METHOD`` and ``fidelity-METHOD``, so that it can be added later
+(``--methods score-cam``) and the tables read every run of the layer. Then it
 writes, under ``--out``, ``tables.md`` (per model, a headline table over the three layers, and a full table
 per layer: mean ± standard error over images, best mean in bold) and ``report.html`` with one figure per
 model; ``--publish`` puts the headline tables into README.md (between its ``paper-table`` markers) and the
@@ -142,14 +145,32 @@ def cells(rows: dict[str, tuple[float, float, int]], value: str, higher: bool | 
     return out
 
 
+def run_folder(folder: Path, kind: str, method: str | None) -> Path:
+    """Where a run goes: ``kind`` for the table's methods together, ``kind-METHOD`` for a method outside
+    the table's group, run on its own (added later, e.g. on a GPU, without touching the table's runs: the
+    settings name the methods, and ROAD draws its noise per image method after method, so a method's values
+    depend on the methods run before it in the same run)."""
+    return folder / (kind if method is None else f"{kind}-{method}")
+
+
+def read_runs(folder: Path, kind: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The records of every run of one kind in a layer's folder (the table's and the single methods'), and
+    the table run's settings (the first found otherwise)."""
+    settings, records = read_run(folder / kind)
+    for extra in sorted(folder.glob(f"{kind}-*")):
+        extra_settings, extra_records = read_run(extra)
+        settings = settings or extra_settings
+        records += extra_records
+    return settings, records
+
+
 class Layer:
     """One (model, layer): its runs' records."""
 
     def __init__(self, root: Path, key: str, role: str, layer: str) -> None:
-        self.role, self.layer = role, layer
-        self.evaluate_dir, self.fidelity_dir = root / key / role / "evaluate", root / key / role / "fidelity"
-        self.evaluate_settings, self.evaluate = read_run(self.evaluate_dir)
-        self.fidelity_settings, self.fidelity = read_run(self.fidelity_dir)
+        self.role, self.layer, self.folder = role, layer, root / key / role
+        self.evaluate_settings, self.evaluate = read_runs(self.folder, "evaluate")
+        self.fidelity_settings, self.fidelity = read_runs(self.folder, "fidelity")
         self.images = len({r["image"] for r in self.evaluate})
         self.fidelity_images = len({r["image"] for r in self.fidelity})
 
@@ -175,6 +196,8 @@ def headline_table(layers: list[Layer], methods: list[str]) -> list[str]:
 
 
 def full_table(lay: Layer, methods: list[str]) -> list[str]:
+    """Every value of one layer, for the methods that ran there."""
+    methods = [m for m in methods if any(r["method"] == m for r in lay.evaluate)]
     metrics = lay.evaluate_settings["metrics"] if lay.evaluate_settings else []
     columns: list[tuple[str, str, bool | None]] = [("fidelity", v, up) for v, up in FIDELITY_VALUES]
     columns += [("evaluate", v, up) for v, up in value_columns(metrics)]
@@ -189,7 +212,7 @@ def full_table(lay: Layer, methods: list[str]) -> list[str]:
 
 
 def commands_of(lay: Layer) -> list[str]:
-    log = lay.evaluate_dir.parent / "commands.txt"
+    log = lay.folder / "commands.txt"
     return [f"`{line}`" for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
 
 
@@ -316,14 +339,17 @@ def main() -> int:
                 here, notes = applicable(model, layer, methods)
                 for note in notes:
                     print(f"{key} {role}: {note}")
-                run(command("evaluate", model, layer, here, args.step, args.threads, folder / "evaluate"), log)
-                with_coefficients = [m for m in here if m in FIDELITY_METHODS]
-                run(
-                    command("fidelity", model, layer, with_coefficients, args.step, args.threads, folder / "fidelity"),
-                    log,
-                )
-    order = [m for m in METHODS if m in methods] + [m for m in methods if m not in METHODS]
-    runs = read_models(args.out, list(MODELS), order)
+                table = [m for m in here if m in TABLE_METHODS]
+                jobs: list[tuple[str | None, list[str]]] = [(None, table)] if table else []
+                jobs += [(m, [m]) for m in here if m not in TABLE_METHODS]
+                for alone, group in jobs:
+                    out = run_folder(folder, "evaluate", alone)
+                    run(command("evaluate", model, layer, group, args.step, args.threads, out), log)
+                    with_coefficients = [m for m in group if m in FIDELITY_METHODS]
+                    if with_coefficients:
+                        out = run_folder(folder, "fidelity", alone)
+                        run(command("fidelity", model, layer, with_coefficients, args.step, args.threads, out), log)
+    runs = read_models(args.out, list(MODELS), list(METHODS))  # every method that has run, whatever --methods
     tables, readme_part = assemble(runs)
     (args.out / "tables.md").write_text(tables, encoding="utf-8")
     figures = plot(args.out, runs)
