@@ -172,6 +172,8 @@ class Layer:
         self.evaluate_settings, self.evaluate = read_runs(self.folder, "evaluate")
         self.fidelity_settings, self.fidelity = read_runs(self.folder, "fidelity")
         self.images = len({r["image"] for r in self.evaluate})
+        #: the methods with evaluate records here (a layer's tables show these)
+        self.methods_run = {r["method"] for r in self.evaluate}
         self.fidelity_images = len({r["image"] for r in self.fidelity})
 
     def role_of(self, source: str) -> str:
@@ -197,7 +199,7 @@ def headline_table(layers: list[Layer], methods: list[str]) -> list[str]:
 
 def full_table(lay: Layer, methods: list[str]) -> list[str]:
     """Every value of one layer, for the methods that ran there."""
-    methods = [m for m in methods if any(r["method"] == m for r in lay.evaluate)]
+    methods = [m for m in methods if m in lay.methods_run]
     metrics = lay.evaluate_settings["metrics"] if lay.evaluate_settings else []
     columns: list[tuple[str, str, bool | None]] = [("fidelity", v, up) for v, up in FIDELITY_VALUES]
     columns += [("evaluate", v, up) for v, up in value_columns(metrics)]
@@ -223,7 +225,7 @@ def read_models(root: Path, models: list[str], methods: list[str]) -> dict[str, 
         layer_names = MODELS[key][1]
         layers = [lay for lay in (Layer(root, key, r, layer_names[r]) for r in LAYER_ROLES) if lay.evaluate]
         if layers:
-            out[key] = layers, [m for m in methods if any(r["method"] == m for lay in layers for r in lay.evaluate)]
+            out[key] = layers, [m for m in methods if any(m in lay.methods_run for lay in layers)]
     return out
 
 
