@@ -1,8 +1,8 @@
 """The paper's benchmark table on what runs offline: EfficientNet-Lite0/1/2 at three layers each.
 
     .venv/bin/python benchmarks/paper_table.py [--models lite0 lite1 lite2] [--layers final block depthwise]
-        [--methods table | all | NAME ...] [--step 0.05] [--threads 2] [--out benchmarks/results/paper-table]
-        [--assemble-only] [--publish]
+        [--methods table | all | NAME ...] [--step 0.05] [--threads 2] [--device cpu]
+        [--out benchmarks/results/paper-table] [--assemble-only] [--publish]
 
 For each model and layer it runs, as subprocesses whose command lines go into the tables,
 
@@ -81,13 +81,15 @@ HEADLINE = (
 FIDELITY_VALUES = (("pearson", True), ("spearman", True), ("sign_agreement", True), ("map_pearson", True))
 
 
-def command(kind: str, model: str, layer: str, methods: list[str], step: float, threads: int, out: Path) -> list[str]:
-    """The ``liftcam`` command line of one run."""
+def command(
+    kind: str, model: str, layer: str, methods: list[str], step: float, threads: int, out: Path, device: str = "cpu"
+) -> list[str]:
+    """The ``liftcam`` command line of one run (``--device`` only where it is not the CPU)."""
     args = [kind]
     if kind == "evaluate":
         args += ["samples", "--metrics", "all", "--step", str(step), "--examples", "0"]
     args += ["--model", model, "--layer", layer, "--methods", *methods, "--threads", str(threads), "--out", str(out)]
-    return args
+    return args + (["--device", device] if device != "cpu" else [])
 
 
 def applicable(model: str, layer: str, methods: list[str]) -> tuple[list[str], list[str]]:
@@ -316,6 +318,32 @@ def publish(tables: str, part: str, figures: list[Path]) -> None:
     (docs / "paper-table.md").write_text(tables.replace("\n\n", "\n\n" + "\n\n".join(images) + "\n\n", 1))
 
 
+def run_all(args: argparse.Namespace, methods: list[str]) -> None:
+    """Every run of ``--models`` x ``--layers``: the table's methods together, each other method alone."""
+    for key in args.models:
+        model, layer_names = MODELS[key]
+        for role in args.layers:
+            folder = args.out / key / role
+            log = folder / "commands.txt"
+            layer = layer_names[role]
+            here, notes = applicable(model, layer, methods)
+            for note in notes:
+                print(f"{key} {role}: {note}")
+            table = [m for m in here if m in TABLE_METHODS]
+            jobs: list[tuple[str | None, list[str]]] = [(None, table)] if table else []
+            jobs += [(m, [m]) for m in here if m not in TABLE_METHODS]
+            for alone, group in jobs:
+                out = run_folder(folder, "evaluate", alone)
+                run(command("evaluate", model, layer, group, args.step, args.threads, out, args.device), log)
+                with_coefficients = [m for m in group if m in FIDELITY_METHODS]
+                if with_coefficients:
+                    out = run_folder(folder, "fidelity", alone)
+                    fidelity = command(
+                        "fidelity", model, layer, with_coefficients, args.step, args.threads, out, args.device
+                    )
+                    run(fidelity, log)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
@@ -323,6 +351,7 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=["table"])
     parser.add_argument("--step", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the runs compute: cpu, cuda (see gpu_costly.sh)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/paper-table"))
     parser.add_argument("--assemble-only", action="store_true", help="only write the tables of what has run")
     parser.add_argument("--publish", action="store_true", help="write README.md's tables and docs/evaluation/")
@@ -332,25 +361,11 @@ def main() -> int:
     for m in methods:
         method_class(m)  # an unknown name fails here, not after an hour
     if not args.assemble_only:
-        for key in args.models:
-            model, layer_names = MODELS[key]
-            for role in args.layers:
-                folder = args.out / key / role
-                log = folder / "commands.txt"
-                layer = layer_names[role]
-                here, notes = applicable(model, layer, methods)
-                for note in notes:
-                    print(f"{key} {role}: {note}")
-                table = [m for m in here if m in TABLE_METHODS]
-                jobs: list[tuple[str | None, list[str]]] = [(None, table)] if table else []
-                jobs += [(m, [m]) for m in here if m not in TABLE_METHODS]
-                for alone, group in jobs:
-                    out = run_folder(folder, "evaluate", alone)
-                    run(command("evaluate", model, layer, group, args.step, args.threads, out), log)
-                    with_coefficients = [m for m in group if m in FIDELITY_METHODS]
-                    if with_coefficients:
-                        out = run_folder(folder, "fidelity", alone)
-                        run(command("fidelity", model, layer, with_coefficients, args.step, args.threads, out), log)
+        try:
+            run_all(args, methods)
+        except KeyboardInterrupt:  # gpu_costly.sh's time limit: what finished is on disk, a rerun resumes
+            print("paper_table: interrupted; the finished runs are kept, a rerun resumes the others", flush=True)
+            return 130
     runs = read_models(args.out, list(MODELS), list(METHODS))  # every method that has run, whatever --methods
     tables, readme_part = assemble(runs)
     (args.out / "tables.md").write_text(tables, encoding="utf-8")

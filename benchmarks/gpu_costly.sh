@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# On a lent GPU machine (the device tool), from the repo root, with .whl carried (benchmarks/gpu_wheels.sh):
+#   benchmarks/gpu_costly.sh SECONDS PAPER_TABLE_ARGS...
+#   e.g. benchmarks/gpu_costly.sh 420 --models lite0 --layers final depthwise --methods score-cam
+# 1. installs the wheels into /tmp/site (liftcam itself runs from src/);
+# 2. runs the CUDA tests (CPU against CUDA; TESTS="" skips them, TESTS=tests runs the suite);
+# 3. runs benchmarks/paper_table.py --device cuda for at most SECONDS (an evaluate run is kept whole or not
+#    at all, a fidelity run per photo: a run stopped there resumes in the next call);
+# 4. packs every run folder into $OUT/paper-table.tgz. Here: tar xzf FILES_AT/paper-table.tgz, then
+#    .venv/bin/python benchmarks/paper_table.py --assemble-only --publish.
+# A dry run here on CPU: PYTHON=.venv/bin/python DEVICE=cpu RESULTS=/tmp/pt OUT=/tmp/out TESTS= \
+#   benchmarks/gpu_costly.sh 60 --models lite0 --layers block --methods random-cam
+set -uo pipefail
+python=${PYTHON:-python3} device=${DEVICE:-cuda} results=${RESULTS:-benchmarks/results/paper-table}
+budget=${1:?seconds for the runs}
+shift
+$python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || exit 1
+export PYTHONPATH="$PWD/src:/tmp/site" PYTHONUNBUFFERED=1
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+tests=${TESTS-tests/test_devices.py}
+if [ -n "$tests" ]; then
+  $python -m pytest -q -p no:cacheprovider $tests 2>&1 | tee "$out/tests.log" | tail -15
+fi
+# the table's runs are over the 8 bundled photos: a package that lacks one would change every mean
+$python -c "from liftcam.data import sample_photos as s; n = len(s()); print(n, 'sample photos'); exit(n != 8)" || exit 1
+start=$SECONDS
+timeout --signal=INT "$budget" $python benchmarks/paper_table.py --device "$device" --threads 8 --out "$results" "$@" 2>&1 \
+  | tee "$out/paper-table.log" | grep -v 'it/s\]$' | tail -40
+echo "paper_table: $((SECONDS - start)) s"
+tar czf "$out/paper-table.tgz" "$results"
