@@ -127,6 +127,22 @@ def test_cuda_methods_equal_cpu(method: str | CamMethod) -> None:
 
 
 @CUDA
+def test_cuda_scorer_takes_larger_chunks() -> None:
+    """On CUDA the scorer runs up to 128 inputs per forward (16 on CPU), with the same scores."""
+    model = _model().cuda()
+    sizes: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].shape[0]))
+    try:
+        x = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+        classes = torch.zeros(40, dtype=torch.long)
+        gpu = Scorer(model)(x.cuda(), classes.cuda())
+        assert sizes == [40]
+    finally:
+        handle.remove()
+    torch.testing.assert_close(gpu.cpu(), Scorer(model.cpu())(x, classes), atol=1e-5, rtol=1e-4)
+
+
+@CUDA
 @pytest.mark.parametrize("name", METRICS)
 def test_cuda_metrics_equal_cpu(name: str) -> None:
     model = _model()

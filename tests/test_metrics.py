@@ -194,3 +194,44 @@ def test_randomisation_metric_equals_the_function_for_every_method(compare: str)
         torch.testing.assert_close(values[method]["mprt"], curve.mean(dim=1))
         torch.testing.assert_close(values[method]["mprt_last"], curve[:, -1])
         assert curve.shape == (2, 4) and float(values[method]["mprt_last"].max()) < 0.95
+
+
+class CountingRegionMean(RegionMean):
+    """RegionMean that records the batch size of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return super().forward(x)
+
+
+def test_scorer_chunks_of_16_on_cpu_and_generate_equals_scoring_all() -> None:
+    """Without batch_size, 16 inputs per forward on CPU, whether scored at once or built chunk by chunk."""
+    x = torch.randn(40, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    classes = torch.zeros(40, dtype=torch.long)
+    model = CountingRegionMean()
+    whole = Scorer(model, kind="logit")(x, classes)
+    assert model.batches == [16, 16, 8]
+    model.batches.clear()
+    made: list[tuple[int, int]] = []
+
+    def make(i: int, j: int) -> torch.Tensor:
+        made.append((i, j))
+        return x[i:j]
+
+    built = Scorer(model, kind="logit").generate(make, 40, classes)
+    assert made == [(0, 16), (16, 32), (32, 40)] and model.batches == [16, 16, 8]
+    assert torch.equal(built, whole) and torch.equal(whole, x[:, 0, :2].mean(dim=(1, 2)))
+    assert Scorer(model).generate(make, 0, classes).shape == (0,)
+
+
+def test_cuda_chunks_fill_the_memory_budget_up_to_128() -> None:
+    from liftcam.capture import CUDA_CHUNK_BYTES, chunk_size, cuda_chunk
+
+    assert chunk_size(torch.zeros(2, 3, 8, 8), cpu=16) == 16  # CPU: the caller's rule
+    assert cuda_chunk(3 * 224 * 224 * 4) == 128
+    assert cuda_chunk(3 * 800 * 1333 * 4) == CUDA_CHUNK_BYTES // (16 * 3 * 800 * 1333 * 4) == 20
+    assert cuda_chunk(CUDA_CHUNK_BYTES) == 1

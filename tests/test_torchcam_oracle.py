@@ -99,3 +99,16 @@ def test_sampled_methods_are_seeded_per_image(resnet18: nn.Module, x: Tensor) ->
     smooth = liftcam.explain(resnet18, x, "layer3", SmoothGradCamPlusPlus(n_samples=4, seed=1))
     assert plain.weights is not None and smooth.weights is not None
     assert not torch.allclose(plain.weights, smooth.weights, rtol=1e-2)
+
+
+def test_ss_cam_noise_does_not_depend_on_the_chunk(resnet18: nn.Module, x: Tensor) -> None:
+    """K = 24 maps: noisy masks made 16 at a time (CPU's chunk), 32 (a chunk of 17 - 32) or all at once (a
+    chunk of 40, CUDA-like) draw the same noise, so the coefficients agree up to the forward's rounding."""
+    default = liftcam.explain(resnet18, x, "layer4", SsCam(n_samples=2, seed=3)).weights
+    assert default is not None
+    for batch_size in (5, 17, 40):
+        other = liftcam.explain(resnet18, x, "layer4", SsCam(n_samples=2, seed=3, batch_size=batch_size)).weights
+        assert other is not None
+        torch.testing.assert_close(other, default, rtol=1e-4, atol=1e-6)
+    reseeded = liftcam.explain(resnet18, x, "layer4", SsCam(n_samples=2, seed=4)).weights
+    assert reseeded is not None and not torch.allclose(reseeded, default, rtol=1e-3)

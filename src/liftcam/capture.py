@@ -105,6 +105,24 @@ def logits_in_chunks(
         return in_chunks(inputs.shape[0], batch_size, chunk, inputs.new_zeros(0))
 
 
+#: Memory a chunk of inputs may take on CUDA, counting 16x an input's bytes for its activations.
+CUDA_CHUNK_BYTES = 4 * 2**30
+
+
+def chunk_size(example: Tensor, cpu: int) -> int:
+    """Inputs per forward pass, where the caller does not say: ``cpu`` off CUDA (the caller's rule: on CPU larger
+    batches are slower per input, cache-bound); on CUDA :func:`cuda_chunk`'s, as a GPU given 16 small inputs at
+    a time waits on kernel launches. ``example``: the inputs, or a chunk of them."""
+    if example.device.type != "cuda":
+        return cpu
+    return cuda_chunk(example[0].numel() * example.element_size())
+
+
+def cuda_chunk(input_bytes: int) -> int:
+    """Up to 128 inputs of ``input_bytes`` each, within :data:`CUDA_CHUNK_BYTES` at 16x an input's bytes."""
+    return max(1, min(128, CUDA_CHUNK_BYTES // (16 * input_bytes)))
+
+
 def in_chunks(total: int, size: int, compute: Callable[[int, int], Tensor], empty: Tensor) -> Tensor:
     """``compute(start, stop)`` for consecutive chunks of ``size`` out of ``total`` items, concatenated
     (``empty`` when ``total`` is 0): the chunks' inputs are made one at a time, never all at once."""

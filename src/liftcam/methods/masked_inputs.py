@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..capture import in_chunks, logits_in_chunks
+from ..capture import chunk_size, in_chunks, logits_in_chunks
 from ..maps import INTERPOLATION
 from ..targets import image_targets
 from .base import MethodInputs
@@ -24,7 +24,7 @@ CHUNK_BYTES = 256 * 2**20
 
 class InputScorer:
     """Scores of image ``b``'s modified inputs, ``batch_size`` per forward (default: 16, fewer if
-    :data:`CHUNK_BYTES` would not hold them)."""
+    :data:`CHUNK_BYTES` would not hold them; on CUDA, :func:`~liftcam.capture.chunk_size`'s up to 128)."""
 
     def __init__(self, inputs: MethodInputs, batch_size: int | None = None, channels_last: bool = True) -> None:
         self.images = inputs.require("images")
@@ -32,8 +32,8 @@ class InputScorer:
         self.model = inputs.model
         self.inputs = inputs
         per_input = self.images[0].numel() * self.images.element_size() * 16
-        # larger batches are slower per image on CPU (cache), so 16 unless memory is short
-        self.batch = batch_size or max(1, min(16, CHUNK_BYTES // per_input))
+        # larger batches are slower per image on CPU (cache), so 16 unless memory is short; more on CUDA
+        self.batch = batch_size or chunk_size(self.images, max(1, min(16, CHUNK_BYTES // per_input)))
         self.channels_last = channels_last
 
     def __call__(self, b: int, modified: Tensor, probability: bool = False) -> Tensor:

@@ -46,9 +46,11 @@ class SsCam(CamMethod):
             masks = layer_masks(a[b], scorer.images.shape[2:])  # (K, H, W)
             generator = torch.Generator().manual_seed(self.seed)
             total = torch.zeros(a.shape[1], dtype=torch.float64, device=a.device)
+            # the noisy masks are made a chunk of the scorer's at a time (whole pieces of 16 channels)
+            step = NOISE_CHANNELS * -(-scorer.batch // NOISE_CHANNELS)
             for _ in range(self.n_samples):
-                for start in range(0, masks.shape[0], NOISE_CHANNELS):
-                    part = masks[start : start + NOISE_CHANNELS]
+                for start in range(0, masks.shape[0], step):
+                    part = masks[start : start + step]
                     noise = torch.randn(part.shape, generator=generator, dtype=part.dtype, device="cpu") * self.std
                     scores = scorer.masked(b, part + noise.to(part.device))
                     total[start : start + part.shape[0]] += (scores - inputs.scores[b]).double()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..capture import in_chunks, logits_in_chunks, model_output_logits
+from ..capture import chunk_size, in_chunks, logits_in_chunks, model_output_logits
 
 ScoreKind = Literal["softmax", "logit"]
 #: Explain masked inputs again (for ADCC's coherency): (inputs, classes) -> maps (B, H, W).
@@ -26,22 +26,27 @@ Reexplain = Callable[[Tensor, Tensor], Tensor]
 ExplainerFor = Callable[[nn.Module], Callable[[Tensor, Tensor], Mapping[str, Any]]]
 
 
+#: Inputs per forward pass of a :class:`Scorer` on CPU, unless it is given ``batch_size``.
+CPU_CHUNK = 16
+
+
 class Scorer:
     """``p_c`` of many inputs, in batches of ``batch_size``, without autograd.
 
     Args:
         model: the classifier.
         kind: ``"softmax"`` (probability of the class) or ``"logit"``.
-        batch_size: inputs per forward pass (on CPU, larger batches are often slower per input).
+        batch_size: inputs per forward pass; default 16 on CPU (larger batches are often slower per input
+            there), up to 128 on CUDA (:func:`~liftcam.capture.chunk_size`).
         channels_last: pass inputs in channels-last memory format (faster convolutions on CPU).
     """
 
     def __init__(
-        self, model: nn.Module, kind: ScoreKind = "softmax", batch_size: int = 16, channels_last: bool = True
+        self, model: nn.Module, kind: ScoreKind = "softmax", batch_size: int | None = None, channels_last: bool = True
     ) -> None:
         self.model = model
         self.kind = kind
-        self.batch_size = max(1, batch_size)
+        self.batch_size = None if batch_size is None else max(1, batch_size)
         self.channels_last = channels_last
         self.evaluations = 0
 
@@ -55,7 +60,8 @@ class Scorer:
             return logits.gather(1, classes[start:stop, None].to(logits.device))[:, 0]
 
         self.evaluations += inputs.shape[0]
-        return logits_in_chunks(self.model, inputs, self.batch_size, read, self.channels_last)
+        size = self.batch_size or chunk_size(inputs, CPU_CHUNK)
+        return logits_in_chunks(self.model, inputs, size, read, self.channels_last)
 
     def num_classes(self, inputs: Tensor) -> int:
         """The number of classes the model scores (one forward pass of the first input)."""
@@ -64,9 +70,18 @@ class Scorer:
 
     def generate(self, make: Callable[[int, int], Tensor], total: int, classes: Tensor) -> Tensor:
         """Scores of ``total`` inputs built lazily: ``make(start, stop)`` returns inputs start..stop-1,
-        so that masked copies are created one batch at a time, never all at once."""
-        empty = classes.new_zeros(0, dtype=torch.float32)
-        return in_chunks(total, self.batch_size, lambda i, j: self(make(i, j), classes[i:j]), empty)
+        so that masked copies are created one batch at a time, never all at once. The first chunk (16 inputs
+        unless ``batch_size`` says) sizes the others (the same 16 on CPU; more on CUDA)."""
+        if total == 0:
+            return classes.new_zeros(0, dtype=torch.float32)
+        first = make(0, min(total, self.batch_size or CPU_CHUNK))
+        size = self.batch_size or chunk_size(first, CPU_CHUNK)
+        done = first.shape[0]
+        head = self(first, classes[:done])
+        rest = in_chunks(
+            total - done, size, lambda i, j: self(make(done + i, done + j), classes[done + i : done + j]), head[:0]
+        )
+        return torch.cat([head, rest])
 
 
 @dataclass
