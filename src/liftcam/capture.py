@@ -105,6 +105,8 @@ def logits_in_chunks(
         return in_chunks(inputs.shape[0], batch_size, chunk, inputs.new_zeros(0))
 
 
+#: Inputs per forward pass on CPU, where the caller does not say (larger batches are slower per input there).
+CPU_CHUNK = 16
 #: Memory a chunk of inputs may take on CUDA, counting 16x an input's bytes for its activations.
 CUDA_CHUNK_BYTES = 4 * 2**30
 
@@ -118,9 +120,14 @@ def chunk_size(example: Tensor, cpu: int) -> int:
     return cuda_chunk(example[0].numel() * example.element_size())
 
 
+def chunk_within(input_bytes: int, most: int, budget: int) -> int:
+    """Up to ``most`` inputs of ``input_bytes`` each, within ``budget`` at 16x an input's bytes (activations)."""
+    return max(1, min(most, budget // (16 * input_bytes)))
+
+
 def cuda_chunk(input_bytes: int) -> int:
-    """Up to 128 inputs of ``input_bytes`` each, within :data:`CUDA_CHUNK_BYTES` at 16x an input's bytes."""
-    return max(1, min(128, CUDA_CHUNK_BYTES // (16 * input_bytes)))
+    """Up to 128 inputs of ``input_bytes`` each, within :data:`CUDA_CHUNK_BYTES`."""
+    return chunk_within(input_bytes, 128, CUDA_CHUNK_BYTES)
 
 
 def in_chunks(total: int, size: int, compute: Callable[[int, int], Tensor], empty: Tensor) -> Tensor:

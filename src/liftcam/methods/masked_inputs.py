@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..capture import chunk_size, in_chunks, logits_in_chunks
+from ..capture import CPU_CHUNK, chunk_size, chunk_within, in_chunks, logits_in_chunks
 from ..maps import INTERPOLATION
 from ..targets import image_targets
 from .base import MethodInputs
@@ -31,9 +31,9 @@ class InputScorer:
         assert inputs.model is not None
         self.model = inputs.model
         self.inputs = inputs
-        per_input = self.images[0].numel() * self.images.element_size() * 16
         # larger batches are slower per image on CPU (cache), so 16 unless memory is short; more on CUDA
-        self.batch = batch_size or chunk_size(self.images, max(1, min(16, CHUNK_BYTES // per_input)))
+        on_cpu = chunk_within(self.images[0].numel() * self.images.element_size(), CPU_CHUNK, CHUNK_BYTES)
+        self.batch = batch_size or chunk_size(self.images, on_cpu)
         self.channels_last = channels_last
 
     def __call__(self, b: int, modified: Tensor, probability: bool = False) -> Tensor:

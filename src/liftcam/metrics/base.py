@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..capture import chunk_size, in_chunks, logits_in_chunks, model_output_logits
+from ..capture import CPU_CHUNK, chunk_size, in_chunks, logits_in_chunks, model_output_logits
 
 ScoreKind = Literal["softmax", "logit"]
 #: Explain masked inputs again (for ADCC's coherency): (inputs, classes) -> maps (B, H, W).
@@ -24,10 +24,6 @@ Reexplain = Callable[[Tensor, Tensor], Tensor]
 #: Every method's explanations with another model of the same architecture (the randomisation test):
 #: model -> (inputs, classes) -> method -> explanation.
 ExplainerFor = Callable[[nn.Module], Callable[[Tensor, Tensor], Mapping[str, Any]]]
-
-
-#: Inputs per forward pass of a :class:`Scorer` on CPU, unless it is given ``batch_size``.
-CPU_CHUNK = 16
 
 
 class Scorer:
