@@ -14,7 +14,9 @@ For each model and layer it runs, as subprocesses whose command lines go into th
 Both are resumable: a finished run is read back, an interrupted one continues where it stopped. The table's
 methods run together in ``MODEL/LAYER/evaluate`` and ``.../fidelity``; a method outside that group (the
 costly four below) runs alone in ``evaluate-METHOD`` and ``fidelity-METHOD``, so that it can be added later
-(``--methods score-cam``) and the tables read every run of the layer. Then it
+(``--methods score-cam``) and the tables read every run of the layer; its fidelity run reuses the layer's
+reference Shapley values (``--shapley-from MODEL/LAYER/fidelity``), so every method of a layer is rated
+against the same values and they are computed once. Then it
 writes, under ``--out``, ``tables.md`` (per model, a headline table over the three layers, and a full table
 per layer: mean ± standard error over images, best mean in bold) and ``report.html`` with one figure per
 model; ``--publish`` puts the headline tables into README.md (between its ``paper-table`` markers) and the
@@ -341,6 +343,10 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                     fidelity = command(
                         "fidelity", model, layer, with_coefficients, args.step, args.threads, out, args.device
                     )
+                    shared = folder / "fidelity"
+                    if alone and (shared / "settings.json").exists():
+                        # the layer's reference Shapley values, computed once: every method rated against the same
+                        fidelity += ["--shapley-from", str(shared)]
                     run(fidelity, log)
 
 

@@ -40,6 +40,7 @@ def _one_error(stderr: str) -> str:
         (["fidelity", "--threads", "-1"], "argument --threads: must be at least 0"),
         (["fidelity", "--methods", "hires-cam"], "hires-cam define a map, not channel coefficients"),
         (["fidelity", "--methods", "lift-cam", "layer-cam"], "methods with coefficients: lift-cam, cam"),
+        (["fidelity", "--shapley-from", "/proc"], "--shapley-from /proc: no fidelity run there"),
         (["explain", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,3 +272,71 @@ def test_mean_reference_is_the_mean_over_the_run_images(tmp_path: Path, tiny) ->
     assert summary["methods"]["ablation-cam"]["images"] == 3
     with pytest.raises(LiftCamError, match="over other images"):
         run_fidelity(loaded, files[:2], out, methods=["lift-cam", "ablation-cam"], reference="mean", progress=False)
+
+
+def test_shapley_from_reuses_another_runs_reference_values(
+    tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Adding a method to a finished study: the reference values are copied, not recomputed, and every
+    record is the one a run from scratch writes; an image the source lacks is computed."""
+    from liftcam.runs import fidelity as module
+
+    files = _images(tmp_path / "in", 3)
+    loaded = _tiny_loaded(tiny)
+    source = tmp_path / "first"
+    run_fidelity(loaded, files[:2], source, methods=["lift-cam", "grad-cam"], samples=8, progress=False)
+    scratch = tmp_path / "scratch"
+    run_fidelity(loaded, files, scratch, methods=["ablation-cam"], samples=8, progress=False)
+
+    computed: list[int] = []
+    original = module.shapley_values
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        computed.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "shapley_values", counted)
+    # the same photos under other paths (another machine, another folder): matched by content
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    copies = [Path(shutil.copy(f, moved / f.name)) for f in files]
+    out = tmp_path / "added"
+    run_fidelity(loaded, copies, out, methods=["ablation-cam"], samples=8, progress=False, shapley_from=source)
+    assert len(computed) == 1  # the third image only
+
+    def values(folder: Path) -> list[dict[str, object]]:
+        records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+        return sorted(({k: v for k, v in r.items() if k not in ("ms", "body_ms")} for r in records), key=str)
+
+    renamed = [{**r, "image": r["image"].replace(str(tmp_path / "in"), str(moved))} for r in values(scratch)]
+    assert values(out) == sorted(renamed, key=str)  # the records a run from scratch writes, under this run's paths
+    for f, copy in zip(files, copies, strict=True):
+        with np.load(_cache(scratch, f)) as theirs, np.load(_cache(out, copy)) as mine:
+            np.testing.assert_array_equal(mine["values"], theirs["values"])
+            assert json.loads(str(mine["record"]))["image"] == str(copy)
+
+
+def _cache(run: Path, image: Path) -> Path:
+    return run / "shapley" / f"{hashlib.sha1(os.fsencode(str(image))).hexdigest()[:16]}.npz"
+
+
+def test_shapley_from_refuses_values_of_other_settings(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
+    files = _images(tmp_path / "in", 2)
+    loaded = _tiny_loaded(tiny)
+    source = tmp_path / "first"
+    run_fidelity(loaded, files, source, methods=["lift-cam"], samples=8, progress=False)
+    out = tmp_path / "added"
+    cases = [
+        ({"samples": 16, "shapley_from": source}, "differs in: samples"),
+        ({"samples": 8, "seed": 1, "shapley_from": source}, "differs in: seed"),
+        ({"samples": 8, "shapley_from": tmp_path / "in"}, "no fidelity run there"),
+        ({"samples": 8, "shapley_from": out}, "this run's own folder"),
+    ]
+    for options, message in cases:
+        with pytest.raises(LiftCamError, match=message):
+            run_fidelity(loaded, files, out, methods=["grad-cam"], progress=False, **options)  # type: ignore[arg-type]
+        assert not out.exists() or not any(out.iterdir())  # refused before anything is written
+    mean = tmp_path / "mean"
+    run_fidelity(loaded, files[:1], mean, methods=["lift-cam"], reference="mean", progress=False)
+    with pytest.raises(LiftCamError, match="mean reference was taken over other images"):
+        run_fidelity(loaded, files, out, methods=["grad-cam"], reference="mean", progress=False, shapley_from=mean)

@@ -367,6 +367,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
             reference=args.reference,
             max_pixels=args.max_pixels,
             progress=not args.quiet,
+            shapley_from=args.shapley_from,
         )
     except LiftCamError as exc:
         _error(str(exc))
@@ -667,6 +668,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_AT_LEAST_2, default=1000, help="permutations (or KernelSHAP coalitions)")
     p.add_argument("--seed", type=_NATURAL, default=0)
     p.add_argument("--out", default="liftcam-fidelity")
+    p.add_argument(
+        "--shapley-from",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="reuse the reference Shapley values of another fidelity run with the same settings but the methods "
+        "(to add a method to a finished study)",
+    )
     p.set_defaults(func=cmd_fidelity)
 
     p = sub.add_parser(

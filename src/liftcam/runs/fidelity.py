@@ -15,6 +15,11 @@ written atomically, together with their record; a cache found without its record
 two) gives the record on resume, computed nothing twice. Every value but the timings is bit-identical
 between an interrupted and an uninterrupted run; the timings are kept apart (``ms`` columns, and the
 last line of ``summary.md``).
+
+``shapley_from``: another fidelity run's folder whose reference Shapley values are reused (copied into
+this run's cache) for the images both runs read, matched by content (the SHA-256 of the file, kept in
+each cache), when every setting that determines them agrees (all but the methods); adding a method to a
+finished study, on this machine or another, then costs only that method.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from ..models import LoadedModel
 from ..shapley import Estimator, image_game, shapley_values
 from ..targets import resolve_targets
 from .files import open_text, tell, write_text_atomic
-from .records import RecordStore, failed_records
+from .records import RecordStore, failed_records, read_settings
 
 #: Methods with channel coefficients, compared by default (every one but the Shapley values themselves).
 FIDELITY_METHODS: tuple[str, ...] = tuple(
@@ -98,8 +103,13 @@ def run_fidelity(
     reference: str = "zeros",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    shapley_from: Path | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the fidelity study; returns the summary (also written to ``out``)."""
+    """Run (or resume) the fidelity study; returns the summary (also written to ``out``).
+
+    ``shapley_from``: a fidelity run folder with the same settings but the methods, whose reference
+    Shapley values are reused image by image (see the module's docstring).
+    """
     from tqdm import tqdm
 
     check_fidelity_methods(methods)
@@ -107,6 +117,8 @@ def run_fidelity(
     settings = FidelitySettings(
         loaded.name, loaded.weights, explainer.layer, tuple(methods), estimator, samples, seed, reference, max_pixels
     )
+    # checked before anything is written: a refused source leaves the output folder as it was
+    reused = _reused_shapley(shapley_from, out, settings, files) if shapley_from is not None else None
     store = RecordStore(out, settings.as_dict(), key_fields=("image", "method"))
     if store.started_afresh:  # caches of a run with other settings that wrote no record
         for stale in [*out.glob("shapley/*.npz"), out / "reference_mean.npz"]:
@@ -136,9 +148,62 @@ def run_fidelity(
             x = loaded.preprocessing(image)[None]
             # os.fsencode: the name's bytes, also for names that are not valid UTF-8
             cache = shapley_dir / f"{hashlib.sha1(os.fsencode(key)).hexdigest()[:16]}.npz"
-            _explain_image(explainer, store, cache, key, x, settings, reference_spec)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if reused is not None and not cache.exists() and digest in reused:
+                _reuse_cache(reused[digest], cache, key)
+            _explain_image(explainer, store, cache, key, digest, x, settings, reference_spec)
             bar.update(1)
     return write_reports(store, out)
+
+
+def _reused_shapley(source: Path, out: Path, settings: FidelitySettings, files: Sequence[Path]) -> dict[str, Path]:
+    """``source``'s cached reference Shapley values by image digest, refused unless they are the values this
+    run computes."""
+    source = Path(source)
+    if source.resolve() == out.resolve():
+        raise LiftCamError(f"--shapley-from {source} is this run's own folder; give another fidelity run's folder")
+    theirs = read_settings(source)
+    if theirs is None or not (source / "shapley").is_dir():
+        raise LiftCamError(f"--shapley-from {source}: no fidelity run there (no settings.json and shapley/)")
+    mine = settings.as_dict()
+    changed = sorted(k for k in set(theirs) | set(mine) if k != "methods" and theirs.get(k) != mine.get(k))
+    if changed:
+        raise LiftCamError(
+            f"--shapley-from {source}: its reference Shapley values were computed with other settings "
+            f"(differs in: {', '.join(changed)}); they would not be this run's"
+        )
+    if settings.reference == "mean":  # the reference is the mean over the run's images: the same images
+        mean = source / "reference_mean.npz"
+        same = False
+        if mean.exists():
+            with np.load(mean) as saved:
+                same = json.loads(str(saved["images"])) == [str(f) for f in files]
+        if not same:
+            raise LiftCamError(
+                f"--shapley-from {source}: its mean reference was taken over other images, so its Shapley values "
+                "differ from this run's"
+            )
+    index = {}
+    for cache in sorted((source / "shapley").glob("*.npz")):
+        if not cache.name.endswith(".tmp.npz"):
+            with np.load(cache) as saved:
+                if "digest" in saved.files:  # caches written before digests were kept cannot be matched
+                    index[str(saved["digest"])] = cache
+    return index
+
+
+def _reuse_cache(source: Path, cache: Path, key: str) -> None:
+    """Copy another run's cached values of the same image, its record renamed to this run's image path."""
+    with np.load(source) as saved:
+        record = {**json.loads(str(saved["record"])), "image": key}
+        _write_cache(cache, saved["values"], saved["stderr"], record, str(saved["digest"]))
+
+
+def _write_cache(cache: Path, values: np.ndarray, stderr: np.ndarray, record: dict[str, Any], digest: str) -> None:
+    """The values, their record and the image's digest in one file, written atomically (whole or absent)."""
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, values=values, stderr=stderr, record=json.dumps(record), digest=digest)
+    os.replace(tmp, cache)
 
 
 def _mean_activation(
@@ -180,6 +245,7 @@ def _explain_image(
     store: RecordStore,
     cache: Path,
     key: str,
+    digest: str,
     x: torch.Tensor,
     settings: FidelitySettings,
     reference: Reference,
@@ -215,11 +281,8 @@ def _explain_image(
             "ms": (time.perf_counter() - start) * 1e3,
             "body_ms": body_ms,
         }
-        # the values and their record in one file, written atomically, before the record is appended
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
-        values, stderr = result.values.cpu().numpy(), result.stderr.cpu().numpy()
-        np.savez(tmp, values=values, stderr=stderr, record=json.dumps(reference_record))
-        os.replace(tmp, cache)
+        # cached before the record is appended: a kill between the two gives the record back on resume
+        _write_cache(cache, result.values.cpu().numpy(), result.stderr.cpu().numpy(), reference_record, digest)
     if not store.done(image=key, method=REFERENCE):
         store.append(reference_record)
     for name in settings.methods:
