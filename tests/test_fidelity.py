@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from liftcam.errors import LiftCamError
 from liftcam.metrics.shapley_fidelity import cosine, fidelity, sign_agreement, top_k_overlap
 from liftcam.metrics.similarity import pearson, spearman
 from liftcam.models import LoadedModel
-from liftcam.runs.fidelity import REFERENCE, run_fidelity
+from liftcam.runs.fidelity import REFERENCE, run_fidelity, shapley_cache
 
 
 def test_correlations_match_scipy() -> None:
@@ -311,13 +310,12 @@ def test_shapley_from_reuses_another_runs_reference_values(
     renamed = [{**r, "image": r["image"].replace(str(tmp_path / "in"), str(moved))} for r in values(scratch)]
     assert values(out) == sorted(renamed, key=str)  # the records a run from scratch writes, under this run's paths
     for f, copy in zip(files, copies, strict=True):
-        with np.load(_cache(scratch, f)) as theirs, np.load(_cache(out, copy)) as mine:
+        with (
+            np.load(shapley_cache(scratch / "shapley", str(f))) as theirs,
+            np.load(shapley_cache(out / "shapley", str(copy))) as mine,
+        ):
             np.testing.assert_array_equal(mine["values"], theirs["values"])
             assert json.loads(str(mine["record"]))["image"] == str(copy)
-
-
-def _cache(run: Path, image: Path) -> Path:
-    return run / "shapley" / f"{hashlib.sha1(os.fsencode(str(image))).hexdigest()[:16]}.npz"
 
 
 def test_shapley_from_refuses_values_of_other_settings(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]

@@ -50,7 +50,7 @@ from ..models import LoadedModel
 from ..shapley import Estimator, image_game, shapley_values
 from ..targets import resolve_targets
 from .files import open_text, tell, write_text_atomic
-from .records import RecordStore, failed_records, read_settings
+from .records import RecordStore, failed_records, read_settings, settings_differences
 
 #: Methods with channel coefficients, compared by default (every one but the Shapley values themselves).
 FIDELITY_METHODS: tuple[str, ...] = tuple(
@@ -146,12 +146,10 @@ def run_fidelity(
                 bar.update(1)
                 continue
             x = loaded.preprocessing(image)[None]
-            # os.fsencode: the name's bytes, also for names that are not valid UTF-8
-            cache = shapley_dir / f"{hashlib.sha1(os.fsencode(key)).hexdigest()[:16]}.npz"
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if reused is not None and not cache.exists() and digest in reused:
-                _reuse_cache(reused[digest], cache, key)
-            _explain_image(explainer, store, cache, key, digest, x, settings, reference_spec)
+            cache = shapley_cache(shapley_dir, key)
+            if reused is not None and not cache.exists() and (source := reused.get(_digest(path))) is not None:
+                _reuse_cache(source, cache, key)
+            _explain_image(explainer, store, cache, path, x, settings, reference_spec)
             bar.update(1)
     return write_reports(store, out)
 
@@ -165,24 +163,18 @@ def _reused_shapley(source: Path, out: Path, settings: FidelitySettings, files: 
     theirs = read_settings(source)
     if theirs is None or not (source / "shapley").is_dir():
         raise LiftCamError(f"--shapley-from {source}: no fidelity run there (no settings.json and shapley/)")
-    mine = settings.as_dict()
-    changed = sorted(k for k in set(theirs) | set(mine) if k != "methods" and theirs.get(k) != mine.get(k))
+    changed = [k for k in settings_differences(theirs, settings.as_dict()) if k != "methods"]
     if changed:
         raise LiftCamError(
             f"--shapley-from {source}: its reference Shapley values were computed with other settings "
             f"(differs in: {', '.join(changed)}); they would not be this run's"
         )
-    if settings.reference == "mean":  # the reference is the mean over the run's images: the same images
-        mean = source / "reference_mean.npz"
-        same = False
-        if mean.exists():
-            with np.load(mean) as saved:
-                same = json.loads(str(saved["images"])) == [str(f) for f in files]
-        if not same:
-            raise LiftCamError(
-                f"--shapley-from {source}: its mean reference was taken over other images, so its Shapley values "
-                "differ from this run's"
-            )
+    # the mean reference is the mean over the run's images: the same images, or other values
+    if settings.reference == "mean" and _mean_images(source / "reference_mean.npz") != [str(f) for f in files]:
+        raise LiftCamError(
+            f"--shapley-from {source}: its mean reference was taken over other images, so its Shapley values "
+            "differ from this run's"
+        )
     index = {}
     for cache in sorted((source / "shapley").glob("*.npz")):
         if not cache.name.endswith(".tmp.npz"):
@@ -190,6 +182,25 @@ def _reused_shapley(source: Path, out: Path, settings: FidelitySettings, files: 
                 if "digest" in saved.files:  # caches written before digests were kept cannot be matched
                     index[str(saved["digest"])] = cache
     return index
+
+
+def shapley_cache(shapley_dir: Path, key: str) -> Path:
+    """The cache file of an image's reference Shapley values (os.fsencode: also for names not valid UTF-8)."""
+    return shapley_dir / f"{hashlib.sha1(os.fsencode(key)).hexdigest()[:16]}.npz"
+
+
+def _digest(path: Path) -> str:
+    """What matches an image between runs: the SHA-256 of its file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _mean_images(cache: Path) -> list[str] | None:
+    """The images a cached mean reference was taken over (None where there is none)."""
+    if not cache.exists():
+        return None
+    with np.load(cache) as saved:
+        images: list[str] = json.loads(str(saved["images"]))
+    return images
 
 
 def _reuse_cache(source: Path, cache: Path, key: str) -> None:
@@ -214,12 +225,10 @@ def _mean_activation(
 
     cache = out / "reference_mean.npz"
     keys = [str(f) for f in files]
-    if cache.exists():
+    if (images := _mean_images(cache)) is not None:
+        if images != keys:
+            raise LiftCamError(f"{out} holds a run over other images (its mean reference differs); use another folder")
         with np.load(cache) as saved:
-            if json.loads(str(saved["images"])) != keys:
-                raise LiftCamError(
-                    f"{out} holds a run over other images (its mean reference differs); use another folder"
-                )
             return torch.from_numpy(saved["mean"])
     total: torch.Tensor | None = None
     count = 0
@@ -244,12 +253,12 @@ def _explain_image(
     explainer: Explainer,
     store: RecordStore,
     cache: Path,
-    key: str,
-    digest: str,
+    path: Path,
     x: torch.Tensor,
     settings: FidelitySettings,
     reference: Reference,
 ) -> None:
+    key = str(path)
     start = time.perf_counter()
     captured = explainer.capture(x)
     body_ms = (time.perf_counter() - start) * 1e3
@@ -282,7 +291,8 @@ def _explain_image(
             "body_ms": body_ms,
         }
         # cached before the record is appended: a kill between the two gives the record back on resume
-        _write_cache(cache, result.values.cpu().numpy(), result.stderr.cpu().numpy(), reference_record, digest)
+        values, stderr = result.values.cpu().numpy(), result.stderr.cpu().numpy()
+        _write_cache(cache, values, stderr, reference_record, _digest(path))
     if not store.done(image=key, method=REFERENCE):
         store.append(reference_record)
     for name in settings.methods:

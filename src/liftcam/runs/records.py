@@ -52,6 +52,12 @@ def _read_lines(path: Path) -> _Lines:
     return _Lines(records, complete, junk)
 
 
+def settings_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The names of the settings in which two runs differ (``wanted`` as JSON stores it: tuples as lists)."""
+    wanted = json.loads(json.dumps(wanted))
+    return sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+
+
 def read_settings(directory: Path) -> dict[str, Any] | None:
     """The stored settings of a run folder, None if there are none; a broken file is refused clearly."""
     path = Path(directory) / SETTINGS_FILE
@@ -107,7 +113,7 @@ class RecordStore:
         if stored is not None and stored != self.settings and not self._holds_records(shards or name):
             stored = None  # a run that stopped before its first record: nothing to protect, start afresh
         if stored is not None and stored != self.settings:
-            changed = sorted(k for k in set(stored) | set(self.settings) if stored.get(k) != self.settings.get(k))
+            changed = settings_differences(stored, self.settings)
             raise LiftCamError(
                 f"{self.directory} holds a run with other settings (differs in: {', '.join(changed)}); "
                 "use another output folder or the same settings"
