@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (the device tool), from the repo root, with .whl carried (benchmarks/gpu_wheels.sh):
-#   benchmarks/gpu_costly.sh SECONDS PAPER_TABLE_ARGS...
-#   e.g. benchmarks/gpu_costly.sh 420 --models lite0 --layers final depthwise --methods score-cam
+#   benchmarks/gpu_costly.sh SECONDS JOB...     JOB = MODEL/LAYER/METHOD[,METHOD...], run in the order given
+#   e.g. benchmarks/gpu_costly.sh 420 lite2/depthwise/score-cam lite0/block/shap,is-cam
 # 1. installs the wheels into /tmp/site (liftcam itself runs from src/);
 # 2. runs the CUDA tests (CPU against CUDA; TESTS="" skips them, TESTS=tests runs the suite);
-# 3. runs benchmarks/paper_table.py --device cuda for at most SECONDS (an evaluate run is kept whole or not
-#    at all, a fidelity run per photo: a run stopped there resumes in the next call);
+# 3. runs benchmarks/paper_table.py --device cuda for each JOB, the tests and all of them within SECONDS (an evaluate run is
+#    kept whole or not at all, a fidelity run per photo: a run stopped there resumes in the next call);
 # 4. packs every run folder into $OUT/paper-table.tgz. Here: tar xzf FILES_AT/paper-table.tgz, then
 #    .venv/bin/python benchmarks/paper_table.py --assemble-only --publish.
 # A dry run here on CPU: PYTHON=.venv/bin/python DEVICE=cpu RESULTS=/tmp/pt OUT=/tmp/out TESTS= \
-#   benchmarks/gpu_costly.sh 60 --models lite0 --layers block --methods random-cam
+#   benchmarks/gpu_costly.sh 60 lite0/block/random-cam
 set -uo pipefail
 python=${PYTHON:-python3} device=${DEVICE:-cuda} results=${RESULTS:-benchmarks/results/paper-table}
-budget=${1:?seconds for the runs}
+budget=${1:?seconds for the tests and the runs}
+start=$SECONDS
 shift
 $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || exit 1
@@ -26,8 +27,15 @@ if [ -n "$tests" ]; then
 fi
 # the table's runs are over the 8 bundled photos: a package that lacks one would change every mean
 $python -c "from liftcam.data import sample_photos as s; n = len(s()); print(n, 'sample photos'); exit(n != 8)" || exit 1
-start=$SECONDS
-timeout --signal=INT "$budget" $python benchmarks/paper_table.py --device "$device" --threads 8 --out "$results" "$@" 2>&1 \
-  | tee "$out/paper-table.log" | tail -40
-echo "paper_table: $((SECONDS - start)) s"
+for job in "$@"; do
+  IFS=/ read -r model layer methods <<<"$job"
+  left=$((budget - (SECONDS - start)))
+  if [ "$left" -le 0 ]; then echo "gpu_costly: no time left for $job"; continue; fi
+  echo "gpu_costly: $job ($left s left)"
+  job_start=$SECONDS
+  timeout --signal=INT "$left" $python benchmarks/paper_table.py --device "$device" --threads 8 --out "$results" \
+    --models "$model" --layers "$layer" --methods ${methods//,/ } 2>&1 | tee -a "$out/paper-table.log" | tail -4
+  echo "gpu_costly: $job took $((SECONDS - job_start)) s"
+done
+echo "gpu_costly: $((SECONDS - start)) s in all"
 tar czf "$out/paper-table.tgz" "$results"

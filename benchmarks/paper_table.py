@@ -168,6 +168,11 @@ def read_runs(folder: Path, kind: str) -> tuple[dict[str, Any] | None, list[dict
     return settings, records
 
 
+def photo(record: dict[str, Any]) -> str:
+    """The record's photo by file name: a GPU machine's runs read the same photos from another folder."""
+    return Path(record["image"]).name
+
+
 class Layer:
     """One (model, layer): its runs' records."""
 
@@ -175,10 +180,10 @@ class Layer:
         self.role, self.layer, self.folder = role, layer, root / key / role
         self.evaluate_settings, self.evaluate = read_runs(self.folder, "evaluate")
         self.fidelity_settings, self.fidelity = read_runs(self.folder, "fidelity")
-        self.images = len({r["image"] for r in self.evaluate})
+        self.images = len({photo(r) for r in self.evaluate})
         #: the methods with evaluate records here (a layer's tables show these)
         self.methods_run = {r["method"] for r in self.evaluate}
-        self.fidelity_images = len({r["image"] for r in self.fidelity})
+        self.fidelity_images = len({photo(r) for r in self.fidelity})
 
     def role_of(self, source: str) -> str:
         """The layer's role, with the photos counted where a fidelity run has not finished them all."""
