@@ -133,3 +133,15 @@ def test_timm_models_by_name_random_or_local_weights(tmp_path) -> None:  # type:
         load_model("timm:convnext_atto", "DEFAULT")
     with pytest.raises(ModelError, match="no model"):
         load_model("timm:not_a_model")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet-lite0", "timm:convnext_atto"])
+def test_random_weights_are_the_same_in_every_call(name: str) -> None:
+    """Random weights come from a seeded generator (a run with ``--weights random`` is reproducible), and
+    torch's global generator is left as found."""
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first, second = load_model(name, "random").model, load_model(name, "random").model
+    assert torch.equal(torch.random.get_rng_state(), before)
+    pairs = list(zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+    assert pairs and all(torch.equal(a, b) for a, b in pairs)

@@ -210,6 +210,9 @@ def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str, Prepro
     return model, f"{enum.__name__}.{chosen.name}", preprocessing
 
 
+#: The seed of random weights: ``load_model(name, "random")`` gives the same model every time.
+RANDOM_WEIGHTS_SEED = 0
+
 #: The prefix of timm's models: ``"timm:resnet18"``.
 TIMM_PREFIX = "timm:"
 
@@ -248,6 +251,8 @@ def load_model(name: str = LITE0, weights: str | None = None, device: str | torc
     ``weights``: None (pretrained for the EfficientNet-Lite models, random for torchvision's and timm's),
     ``"random"``, a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V2"``,
     ``"ResNet50_Weights.IMAGENET1K_V2"``) or the path of a local state dict (loaded with ``weights_only``).
+    Random weights are the same in every call (drawn on the CPU from a generator seeded
+    ``RANDOM_WEIGHTS_SEED``; torch's global generator is left as found).
     """
     try:
         target = torch.device(device)
@@ -255,14 +260,17 @@ def load_model(name: str = LITE0, weights: str | None = None, device: str | torc
         raise ModelError(f"unknown device {device!r}") from None
     if target.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but CUDA is not available here")
-    if name in LITE_MODELS:
-        model, description = _lite(name, weights)
-        crop, resize = LITE_MODELS[name]
-        preprocessing = Preprocessing(resize=resize, crop=crop, mean=(0.5,) * 3, std=(0.5,) * 3)
-    elif name.startswith(TIMM_PREFIX):
-        model, description, preprocessing = _timm(name.removeprefix(TIMM_PREFIX), weights)
-    else:
-        model, description, preprocessing = _torchvision(name, weights)
+    # random weights are drawn from a generator seeded RANDOM_WEIGHTS_SEED: the same model in every run
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        if name in LITE_MODELS:
+            model, description = _lite(name, weights)
+            crop, resize = LITE_MODELS[name]
+            preprocessing = Preprocessing(resize=resize, crop=crop, mean=(0.5,) * 3, std=(0.5,) * 3)
+        elif name.startswith(TIMM_PREFIX):
+            model, description, preprocessing = _timm(name.removeprefix(TIMM_PREFIX), weights)
+        else:
+            model, description, preprocessing = _torchvision(name, weights)
     model = model.eval().to(target)
     task = task_of(name)
     if task != "classification":

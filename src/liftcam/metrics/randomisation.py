@@ -3,10 +3,10 @@ what the model learned must change when the model's parameters are re-initialise
 
 The layers with parameters (every module with ``reset_parameters``) are re-initialised one by one, from the
 output back (``"top_down"``: cascading, each step keeping the earlier ones) or each alone, in the model's
-order (``"independent"``),
-each with the generator seeded ``seed + 1`` as Quantus does; after each step the method explains the same
-inputs and classes again, and the Spearman rank correlation (average ranks for ties) between the original map
-and the new one is recorded per image. Lower is better: a map that stays the same ignores the parameters.
+order (``"independent"``), each with the generator seeded ``seed + 1`` as Quantus does (the CPU's generator,
+whatever the model's device); after each step the method explains the same inputs and classes again, and the
+Spearman rank correlation (average ranks for ties) between the original map and the new one is recorded per
+image. Lower is better: a map that stays the same ignores the parameters.
 
 ``similarity``: ``"spearman"`` (default, as Quantus), ``"pearson"``, ``"ssim"`` or ``"hog"`` (Adebayo et al.'s
 three, :mod:`.similarity`) or a function of two maps. ``compare``: which map is compared: ``"maps"`` (the
@@ -62,23 +62,33 @@ def randomisation_steps(randomised: nn.Module, order: Order = "top_down", seed: 
     """Re-initialise ``randomised``'s layers in place, one step at a time, and yield each layer's name.
 
     ``"top_down"``: from the output back, cascading; ``"independent"``: each layer alone, in the model's order,
-    the others restored to their trained values. Each step seeds the generator with ``seed + 1`` (Quantus);
-    the global generators (CPU and the model's GPUs) are restored afterwards.
+    the others restored to their trained values. Each step seeds the CPU generator with ``seed + 1`` (Quantus)
+    and draws the new values there, whatever the model's device; the generator is restored afterwards.
     """
     _checked(order, ("top_down", "independent"), "order")
     trained = copy.deepcopy(randomised.state_dict()) if order == "independent" else None
     modules = [(name, module) for name, module in randomised.named_modules() if hasattr(module, "reset_parameters")]
     if order == "top_down":
         modules = modules[::-1]
-    gpus = sorted({p.device.index or 0 for p in randomised.parameters() if p.is_cuda})
-    with torch.random.fork_rng(devices=gpus):
+    with torch.random.fork_rng(devices=[]):
         for name, module in modules:
             if trained is not None:
                 randomised.load_state_dict(trained)
             torch.manual_seed(seed + 1)
-            with torch.no_grad():
-                module.reset_parameters()
+            _reset_on_cpu(module)
             yield name
+
+
+def _reset_on_cpu(module: nn.Module) -> None:
+    """``module.reset_parameters()`` drawn by the CPU generator: the same values whatever the model's device
+    (a CUDA generator seeded alike draws other numbers)."""
+    with torch.no_grad():
+        if all(t.device.type == "cpu" for t in module.state_dict().values()):
+            module.reset_parameters()  # type: ignore[operator]
+            return
+        fresh = copy.deepcopy(module).cpu()
+        fresh.reset_parameters()  # type: ignore[operator]
+        module.load_state_dict(fresh.state_dict())
 
 
 def _similarities(measure: Similarity, first: Tensor, second: Tensor) -> Tensor:

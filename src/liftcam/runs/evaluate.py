@@ -264,7 +264,7 @@ def _evaluate_batch(
             }
             for name, tensor in values[method].items():
                 value = tensor[i]
-                record[name] = [round(float(v), 6) for v in value] if value.dim() else _number(float(value))
+                record[name] = [_number(round(float(v), 6)) for v in value] if value.dim() else _number(float(value))
             if index < examples:
                 save_overlay(examples_dir / f"{index:04d}_{method}.png", crops[i], maps[method][i].cpu().numpy())
             store.append(record)
@@ -284,4 +284,5 @@ def _count(boxes: torch.Tensor | None) -> int:
 
 
 def _number(value: float) -> float | None:
+    """NaN as null, in values and curves alike: the records stay standard JSON."""
     return None if np.isnan(value) else value

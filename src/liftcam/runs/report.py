@@ -14,6 +14,7 @@ import json
 import math
 import os
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -167,14 +168,16 @@ def _mean_curves(records: list[dict[str, Any]], methods: list[str], name: str) -
     curves = {}
     for method in methods:
         rows = [
-            np.asarray(r[name], dtype=float)
+            np.asarray(r[name], dtype=float)  # null (an undefined point, NaN) becomes NaN
             for r in records
             if r["method"] == method
             and isinstance(r.get(name), list)
-            and all(isinstance(v, (int, float)) for v in r[name])
+            and all(v is None or isinstance(v, (int, float)) for v in r[name])
         ]
         if rows and len({len(c) for c in rows}) == 1:
-            curves[method] = np.mean(rows, axis=0)
+            with warnings.catch_warnings():  # a step undefined for every image stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                curves[method] = np.nanmean(rows, axis=0)
     return curves
 
 
