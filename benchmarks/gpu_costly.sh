@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (the device tool), from the repo root, with .whl carried (benchmarks/gpu_wheels.sh):
-#   benchmarks/gpu_costly.sh SECONDS JOB...     JOB = MODEL/LAYER/METHOD[,METHOD...], run in the order given
-#   e.g. benchmarks/gpu_costly.sh 420 lite2/depthwise/score-cam lite0/block/shap,is-cam
+#   benchmarks/gpu_costly.sh SECONDS [PAPER_TABLE_OPTION...] JOB...
+#   JOB = MODEL/LAYER/METHOD[,METHOD...], run in the order given; options such as --later max-sensitivity
+#   go to every paper_table.py call, e.g.
+#   benchmarks/gpu_costly.sh 540 --later max-sensitivity lite0/block/is-cam,ss-cam lite1/block/is-cam
 # 1. installs the wheels into /tmp/site (liftcam itself runs from src/);
 # 2. runs the CUDA tests (CPU against CUDA; TESTS="" skips them, TESTS=tests runs the suite);
 # 3. runs benchmarks/paper_table.py --device cuda for each JOB, the tests and all of them within SECONDS (an evaluate run is
 #    kept whole or not at all, a fidelity run per photo: a run stopped there resumes in the next call);
-# 4. packs every run folder into $OUT/paper-table.tgz. Here: tar xzf FILES_AT/paper-table.tgz, then
+# 4. packs the jobs' layer folders (MODEL/LAYER) into $OUT/paper-table.tgz. Here: tar xzf
+#    FILES_AT/paper-table.tgz (before the next call: its working tree replaces the machine's results), then
 #    .venv/bin/python benchmarks/paper_table.py --assemble-only --publish.
 # A dry run here on CPU: PYTHON=.venv/bin/python DEVICE=cpu RESULTS=/tmp/pt OUT=/tmp/out TESTS= \
 #   benchmarks/gpu_costly.sh 60 lite0/block/random-cam
@@ -15,6 +18,8 @@ python=${PYTHON:-python3} device=${DEVICE:-cuda} results=${RESULTS:-benchmarks/r
 budget=${1:?seconds for the tests and the runs}
 start=$SECONDS
 shift
+options=()
+while [ $# -gt 0 ] && [[ $1 == --* || ${#options[@]} -gt 0 && $1 != */* ]]; do options+=("$1"); shift; done
 $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || exit 1
 export PYTHONPATH="$PWD/src:/tmp/site" PYTHONUNBUFFERED=1
@@ -34,8 +39,13 @@ for job in "$@"; do
   echo "gpu_costly: $job ($left s left)"
   job_start=$SECONDS
   timeout --signal=INT "$left" $python benchmarks/paper_table.py --device "$device" --threads 8 --out "$results" \
-    --models "$model" --layers "$layer" --methods ${methods//,/ } 2>&1 | tee -a "$out/paper-table.log" | tail -4
+    --models "$model" --layers "$layer" --methods ${methods//,/ } "${options[@]}" 2>&1 | tee -a "$out/paper-table.log" | tail -4
   echo "gpu_costly: $job took $((SECONDS - job_start)) s"
 done
 echo "gpu_costly: $((SECONDS - start)) s in all"
-tar czf "$out/paper-table.tgz" "$results"
+layers=()
+for job in "$@"; do
+  IFS=/ read -r model layer _ <<<"$job"
+  [ -d "$results/$model/$layer" ] && layers+=("$results/$model/$layer")
+done
+[ ${#layers[@]} -eq 0 ] || tar czf "$out/paper-table.tgz" $(printf '%s\n' "${layers[@]}" | sort -u)

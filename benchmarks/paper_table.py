@@ -1,7 +1,7 @@
 """The paper's benchmark table on what runs offline: EfficientNet-Lite0/1/2 at three layers each.
 
     .venv/bin/python benchmarks/paper_table.py [--models lite0 lite1 lite2] [--layers final block depthwise]
-        [--methods table | all | NAME ...] [--step 0.05] [--threads 2] [--device cpu]
+        [--methods table | all | NAME ...] [--step 0.05] [--threads 2] [--device cpu] [--later max-sensitivity]
         [--out benchmarks/results/paper-table] [--assemble-only] [--publish]
 
 For each model and layer it runs, as subprocesses whose command lines go into the tables,
@@ -30,7 +30,9 @@ block (its second call, ``_swish#2``: non-negative maps through a nonlinear head
 ``--methods table`` (default) leaves out the four methods that evaluate the whole model on hundreds of masked
 copies per image (Score-CAM, SS-CAM, IS-CAM, sampled SHAP): with every metric re-explaining up to 13 times per
 image (Max-Sensitivity 10, ADCC, ARCC, random logit), one of them costs 20 minutes to 13 hours per layer on
-2 CPU cores, measured. ``--step 0.05`` (default) takes deletion and insertion in 20 steps instead of 224.
+2 CPU cores, measured. Their Max-Sensitivity runs in a folder of its own, after the other metrics and the
+fidelity run (``evaluate-METHOD-max-sensitivity``; ``--later max-sensitivity`` skips it this time).
+``--step 0.05`` (default) takes deletion and insertion in 20 steps instead of 224.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from liftcam.data import sample_photos
 from liftcam.data.images import load_image
 from liftcam.explain import Explainer
 from liftcam.methods import METHODS, method_class
+from liftcam.metrics import METRICS, ON_REQUEST_METRICS
 from liftcam.models import load_model
 from liftcam.runs.explain import applicable_methods
 from liftcam.runs.fidelity import FIDELITY_METHODS
@@ -70,6 +73,12 @@ LAYER_ROLES = {
     "depthwise": "depthwise ReLU6 in the last block: non-negative maps, nonlinear head",
 }
 COSTLY = ("score-cam", "ss-cam", "is-cam", "shap")
+#: A costly method's Max-Sensitivity (10 more explanations per photo, 10 of its 13) runs in its own folder,
+#: ``evaluate-METHOD-max-sensitivity``, after the other metrics and its fidelity: a short GPU lease fills
+#: those first (``--later max-sensitivity`` leaves it for another time). Each metric draws from its own
+#: seeded generator, so the split gives the values of one run with every metric (tested).
+SPLIT_METRIC = "max_sensitivity"
+ALL_BUT_SPLIT = [m for m in METRICS if m not in ON_REQUEST_METRICS and m != SPLIT_METRIC]
 TABLE_METHODS = tuple(m for m in METHODS if m not in COSTLY)
 #: The headline columns: (source, value, label, higher is better).
 HEADLINE = (
@@ -84,12 +93,21 @@ FIDELITY_VALUES = (("pearson", True), ("spearman", True), ("sign_agreement", Tru
 
 
 def command(
-    kind: str, model: str, layer: str, methods: list[str], step: float, threads: int, out: Path, device: str = "cpu"
+    kind: str,
+    model: str,
+    layer: str,
+    methods: list[str],
+    step: float,
+    threads: int,
+    out: Path,
+    device: str = "cpu",
+    metrics: list[str] | None = None,
 ) -> list[str]:
-    """The ``liftcam`` command line of one run (``--device`` only where it is not the CPU)."""
+    """The ``liftcam`` command line of one run (``--device`` only where it is not the CPU; ``metrics`` None:
+    ``all``)."""
     args = [kind]
     if kind == "evaluate":
-        args += ["samples", "--metrics", "all", "--step", str(step), "--examples", "0"]
+        args += ["samples", "--metrics", *(metrics or ["all"]), "--step", str(step), "--examples", "0"]
     args += ["--model", model, "--layer", layer, "--methods", *methods, "--threads", str(threads), "--out", str(out)]
     return args + (["--device", device] if device != "cpu" else [])
 
@@ -341,7 +359,9 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
             jobs += [(m, [m]) for m in here if m not in TABLE_METHODS]
             for alone, group in jobs:
                 out = run_folder(folder, "evaluate", alone)
-                run(command("evaluate", model, layer, group, args.step, args.threads, out, args.device), log)
+                split = alone is not None and not made_whole(out)
+                metrics = ALL_BUT_SPLIT if split else None
+                run(command("evaluate", model, layer, group, args.step, args.threads, out, args.device, metrics), log)
                 with_coefficients = [m for m in group if m in FIDELITY_METHODS]
                 if with_coefficients:
                     out = run_folder(folder, "fidelity", alone)
@@ -353,6 +373,16 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                         # the layer's reference Shapley values, computed once: every method rated against the same
                         fidelity += ["--shapley-from", str(shared)]
                     run(fidelity, log)
+                if split and SPLIT_METRIC.replace("_", "-") not in args.later:
+                    out = run_folder(folder, "evaluate", f"{alone}-{SPLIT_METRIC.replace('_', '-')}")
+                    only = [SPLIT_METRIC]
+                    run(command("evaluate", model, layer, group, args.step, args.threads, out, args.device, only), log)
+
+
+def made_whole(out: Path) -> bool:
+    """Whether a costly method's run was started with every metric in one folder (before the split)."""
+    settings = read_settings(out)
+    return settings is not None and SPLIT_METRIC in settings.get("metrics", [])
 
 
 def main() -> int:
@@ -363,6 +393,13 @@ def main() -> int:
     parser.add_argument("--step", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where the runs compute: cpu, cuda (see gpu_costly.sh)")
+    parser.add_argument(
+        "--later",
+        nargs="*",
+        choices=["max-sensitivity"],
+        default=[],
+        help="leave the costly methods' Max-Sensitivity runs for another time (a short GPU lease)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/paper-table"))
     parser.add_argument("--assemble-only", action="store_true", help="only write the tables of what has run")
     parser.add_argument("--publish", action="store_true", help="write README.md's tables and docs/evaluation/")

@@ -162,6 +162,26 @@ def test_end_to_end_on_the_labelled_sample_photos(tmp_path: Path, capsys: pytest
     assert main(["report", str(out)]) == 0
 
 
+def test_a_metric_gives_the_same_values_in_a_run_of_its_own(tmp_path: Path) -> None:
+    """Each metric draws from its own seeded generator: Max-Sensitivity run alone, and the others without it,
+    give bit for bit the values of one run with them all (paper_table.py splits the costly methods' runs so)."""
+    data = _sample_set(tmp_path / "data", SAMPLES[:2])
+    others = ["road", "adcc", "random_logit", "faithfulness_correlation", "deletion"]
+    args = ["evaluate", str(data), "--methods", "lift-cam", "grad-cam", "--threads", "1", *FAST, "--metrics"]
+    runs = {}
+    for name, metrics in {"all": [*others, "max_sensitivity"], "others": others, "alone": ["max_sensitivity"]}.items():
+        assert main([*args, *metrics, "--out", str(tmp_path / name)]) == 0
+        lines = (tmp_path / name / "records.jsonl").read_text().splitlines()
+        runs[name] = {(r["image"], r["method"]): r for r in map(json.loads, lines)}
+    assert len(runs["all"]) == 4
+    for key, whole in runs["all"].items():
+        parts = {**runs["others"][key], **runs["alone"][key]}
+        for value in whole:
+            if value not in ("ms", "body_ms"):
+                assert parts[value] == whole[value], (key, value)
+    assert all("max_sensitivity" not in r for r in runs["others"].values())
+
+
 def _no_constant(name: str) -> None:
     raise AssertionError(f"{name} in a record: not standard JSON")
 
