@@ -80,12 +80,10 @@ def randomisation_steps(randomised: nn.Module, order: Order = "top_down", seed: 
 
 
 def _reset_on_cpu(module: nn.Module) -> None:
-    """``module.reset_parameters()`` drawn by the CPU generator: the same values whatever the model's device
-    (a CUDA generator seeded alike draws other numbers)."""
+    """``module.reset_parameters()`` drawn by the CPU generator on a CPU copy, then copied in: the same values
+    whatever the model's device (a CUDA generator seeded alike draws other numbers). One path for every
+    device, so the CPU tests against Quantus check the code a CUDA run takes."""
     with torch.no_grad():
-        if all(t.device.type == "cpu" for t in module.state_dict().values()):
-            module.reset_parameters()  # type: ignore[operator]
-            return
         fresh = copy.deepcopy(module).cpu()
         fresh.reset_parameters()  # type: ignore[operator]
         module.load_state_dict(fresh.state_dict())
