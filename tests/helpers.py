@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+from liftcam.shapley import FactoredGame
+from liftcam.shapley.factored import _Phi
+
 
 def shapley_by_enumeration(value: Callable[[tuple[int, ...]], float], k: int) -> torch.Tensor:
     """phi_j = sum_{S not containing j} |S|!(K-|S|-1)!/K! (v(S + j) - v(S)), coalition by coalition."""
@@ -41,3 +44,12 @@ def randomisation_model() -> torch.nn.Module:
         nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
     ).eval()  # fmt: skip
+
+
+def random_factored_game(device: str, k: int = 40, d: int = 300) -> FactoredGame:
+    """A factored game ``v(S) = beta + <w, relu(P0 + z C)>`` with random rows (player 3 null), on ``device``."""
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(k, d, generator=generator).to(device)
+    rows[3] = 0  # a null player: an unchanged channel
+    base, w = torch.randn(d, generator=generator).to(device), torch.randn(d, generator=generator).to(device)
+    return FactoredGame(_Phi(torch.relu, (), {}, inplace=False), base, rows, w, 0.5)

@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 import liftcam
+from helpers import random_factored_game
 from liftcam.data import Preprocessing
 from liftcam.methods import CamMethod, LimeCam, Shap
 from liftcam.metrics import METRICS, MetricBatch, Scorer, get_metric
 from liftcam.models import LoadedModel
+from liftcam.shapley import permutation_shapley
 
 
 def CUDA(test: Any) -> Any:
@@ -213,3 +215,18 @@ def test_cuda_runs_equal_cpu(tmp_path: Path) -> None:
     """``liftcam fidelity`` and ``liftcam evaluate`` on CUDA give the CPU's records (to float tolerance)."""
     files = _files(tmp_path / "in")
     _same_records(_runs(files, _model().cuda(), tmp_path / "cuda"), _runs(files, _model(), tmp_path / "cpu"), 1e-3)
+
+
+@CUDA
+def test_cuda_running_sums_by_one_scan_equal_the_row_by_row_sums() -> None:
+    """CUDA's permutation chains take one cumsum kernel: the loop's float additions in its order, bit for bit,
+    so a null player's marginal contributions stay exactly 0."""
+    game = random_factored_game("cuda")
+    generator = torch.Generator().manual_seed(1)
+    orders = torch.stack([torch.randperm(40, generator=generator) for _ in range(4)]).cuda()
+    by_rows, by_scan = (torch.empty(4, 41, 300, device="cuda") for _ in range(2))
+    game._running_sums(by_rows, orders, scan=False)
+    game._running_sums(by_scan, orders, scan=True)
+    assert torch.equal(by_scan, by_rows)
+    result = permutation_shapley(game, 20, seed=0)
+    assert result.values.is_cuda and float(result.values[3]) == 0.0

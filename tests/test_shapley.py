@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import liftcam
-from helpers import shapley_by_enumeration
+from helpers import random_factored_game, shapley_by_enumeration
 from liftcam.head import HeadEvaluator
 from liftcam.methods import AblationCam, Shap
 from liftcam.shapley import (
@@ -128,6 +128,20 @@ def test_permutation_chain_values_match_coalitions(nonlinear) -> None:  # type: 
             mask = torch.zeros(1, 6)
             mask[0, orders[p, :j]] = 1
             assert abs(float(chain[p, j] - game.values(mask)[0])) < 1e-6
+
+
+def test_running_sums_by_one_scan_equal_the_row_by_row_sums() -> None:
+    """The one-kernel running sums (CUDA's path) against the row-by-row additions (the CPU's), on the CPU:
+    equal within float rounding here (the CPU's cumsum accumulates in float64); bit for bit on CUDA
+    (tests/test_devices.py)."""
+    game = random_factored_game("cpu")
+    orders = torch.stack([torch.randperm(40, generator=torch.Generator().manual_seed(i)) for i in range(3)])
+    by_rows, by_scan = (torch.empty(3, 41, 300) for _ in range(2))
+    game._running_sums(by_rows, orders, scan=False)
+    game._running_sums(by_scan, orders, scan=True)
+    torch.testing.assert_close(by_scan, by_rows, rtol=1e-6, atol=1e-5)
+    expected = game.base + torch.cat([torch.zeros(1, 300), game.rows[orders[1]].double().cumsum(0).float()])
+    torch.testing.assert_close(by_rows[1], expected, rtol=1e-6, atol=1e-5)
 
 
 def test_factored_game_equals_head_game_on_lite0(lite0, photo_batch) -> None:  # type: ignore[no-untyped-def]
