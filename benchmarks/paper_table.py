@@ -78,6 +78,7 @@ COSTLY = ("score-cam", "ss-cam", "is-cam", "shap")
 #: those first (``--later max-sensitivity`` leaves it for another time). Each metric draws from its own
 #: seeded generator, so the split gives the values of one run with every metric (tested).
 SPLIT_METRIC = "max_sensitivity"
+SPLIT_NAME = SPLIT_METRIC.replace("_", "-")  # in folder names and ``--later``
 ALL_BUT_SPLIT = [m for m in METRICS if m not in ON_REQUEST_METRICS and m != SPLIT_METRIC]
 TABLE_METHODS = tuple(m for m in METHODS if m not in COSTLY)
 #: The headline columns: (source, value, label, higher is better).
@@ -373,8 +374,8 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                         # the layer's reference Shapley values, computed once: every method rated against the same
                         fidelity += ["--shapley-from", str(shared)]
                     run(fidelity, log)
-                if split and SPLIT_METRIC.replace("_", "-") not in args.later:
-                    out = run_folder(folder, "evaluate", f"{alone}-{SPLIT_METRIC.replace('_', '-')}")
+                if split and SPLIT_NAME not in args.later:
+                    out = run_folder(folder, "evaluate", f"{alone}-{SPLIT_NAME}")
                     only = [SPLIT_METRIC]
                     run(command("evaluate", model, layer, group, args.step, args.threads, out, args.device, only), log)
 
@@ -396,7 +397,7 @@ def main() -> int:
     parser.add_argument(
         "--later",
         nargs="*",
-        choices=["max-sensitivity"],
+        choices=[SPLIT_NAME],
         default=[],
         help="leave the costly methods' Max-Sensitivity runs for another time (a short GPU lease)",
     )
