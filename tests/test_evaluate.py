@@ -219,6 +219,33 @@ def test_other_settings_into_the_same_run_are_refused(tmp_path: Path, capsys: py
     assert main(["report", str(tmp_path)]) == EXIT_ERROR
 
 
+def test_a_resumed_run_computes_with_the_thread_count_it_started_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _sample_set(tmp_path / "data", ["coffee.png"])
+    out = tmp_path / "run"
+    args = ["evaluate", str(data), "--out", str(out), "--methods", "grad-cam", "--metrics", "average_drop", *FAST]
+    before = torch.get_num_threads()
+    try:
+        assert main([*args, "--threads", "1"]) == 0
+        settings = json.loads((out / "settings.json").read_text())
+        assert (settings["device"], settings["threads"]) == ("cpu", 1)
+        torch.set_num_threads(2)
+        assert main(args) == 0  # resumed without --threads: the run's own count
+        assert torch.get_num_threads() == 1
+        capsys.readouterr()
+        assert main([*args, "--threads", "2"]) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert err.count("liftcam: error") == 1 and "differs in: threads) (--threads 1 resumes it)" in err
+        # a run stored before thread counts were kept resumes with any
+        legacy = {k: v for k, v in settings.items() if k not in ("device", "threads")}
+        (out / "settings.json").write_text(json.dumps(legacy))
+        assert main([*args, "--threads", "2"]) == 0
+        assert json.loads((out / "settings.json").read_text()) == legacy
+    finally:
+        torch.set_num_threads(before)
+
+
 # the thread count pinned: CPU kernels may round differently with another number of threads
 PINNED = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -318,7 +318,16 @@ def test_shapley_from_reuses_another_runs_reference_values(
             assert json.loads(str(mine["record"]))["image"] == str(copy)
 
 
-def test_shapley_from_refuses_values_of_other_settings(tmp_path: Path, tiny) -> None:  # type: ignore[no-untyped-def]
+def _not_called(*args, **kwargs):  # type: ignore[no-untyped-def]
+    raise AssertionError("reference Shapley values recomputed")
+
+
+def test_shapley_from_refuses_values_of_other_settings(
+    tmp_path: Path, tiny: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused: values of other settings (but where they were computed); accepted: those of another machine."""
+    from liftcam.runs import fidelity as module
+
     files = _images(tmp_path / "in", 2)
     loaded = _tiny_loaded(tiny)
     source = tmp_path / "first"
@@ -334,6 +343,13 @@ def test_shapley_from_refuses_values_of_other_settings(tmp_path: Path, tiny) -> 
         with pytest.raises(LiftCamError, match=message):
             run_fidelity(loaded, files, out, methods=["grad-cam"], progress=False, **options)  # type: ignore[arg-type]
         assert not out.exists() or not any(out.iterdir())  # refused before anything is written
+    # computed elsewhere (another device, another thread count): reused, as across machines
+    stored = json.loads((source / "settings.json").read_text())
+    assert (stored["device"], stored["threads"]) == ("cpu", torch.get_num_threads())
+    (source / "settings.json").write_text(json.dumps({**stored, "device": "cuda", "threads": None}))
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "shapley_values", _not_called)
+        run_fidelity(loaded, files, out, methods=["grad-cam"], samples=8, progress=False, shapley_from=source)
     mean = tmp_path / "mean"
     run_fidelity(loaded, files[:1], mean, methods=["lift-cam"], reference="mean", progress=False)
     with pytest.raises(LiftCamError, match="mean reference was taken over other images"):

@@ -348,11 +348,10 @@ def _explain_detections(
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from .runs.fidelity import check_fidelity_methods, run_fidelity, summary_markdown
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         check_fidelity_methods(args.methods)
         out = prepare_output_dir(args.out)
+        _set_run_threads(args.threads, out)
         loaded = load_model(args.model, args.weights, args.device)
         files = _input_files(args.images)
         summary = run_fidelity(
@@ -380,6 +379,16 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_run_threads(threads: int, out: Path) -> None:
+    """torch's CPU threads for a run in ``out``: ``--threads``, else those the run there started with (a
+    resumed run computes as it began; another count rounds the CPU kernels differently), else torch's."""
+    from .runs.records import stored_threads
+
+    threads = threads or stored_threads(out) or 0
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def _input_files(images: list[str]) -> list[Path]:
     """The files named (folders expanded), or the sample photos when none is named."""
     if images:
@@ -399,11 +408,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .runs.evaluate import BOX_METRICS, FAST_METRICS, Distributed, EvaluateSettings, run_evaluate
     from .runs.report import summary_markdown
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cluster: Distributed | None = None
     try:
         out = prepare_output_dir(args.out)
+        _set_run_threads(args.threads, out)
         methods = resolve_methods(args.methods)
         cluster = Distributed.from_environment(args.device)
         device = args.device
@@ -606,7 +614,12 @@ def _shared_options() -> tuple[_Parser, _Parser]:
     run.add_argument(
         "--reference", default="zeros", choices=["zeros", "mean"], help="the reference R of lift-cam, shap, ..."
     )
-    run.add_argument("--threads", type=_NATURAL, default=0, help="torch CPU threads (default: torch's)")
+    run.add_argument(
+        "--threads",
+        type=_NATURAL,
+        default=0,
+        help="torch CPU threads (default: torch's; a resumed evaluate or fidelity run: the ones it started with)",
+    )
     _max_pixels_option(run)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return model, run

@@ -39,7 +39,7 @@ from ..metrics.base import MetricBatch, Scorer
 from ..models import LoadedModel
 from ..viz import save_overlay
 from .files import tell
-from .records import RecordStore
+from .records import RecordStore, compute_settings
 
 DEFAULT_METHODS: tuple[str, ...] = ("lift-cam", "grad-cam", "grad-cam++", "xgrad-cam")
 FAST_METRICS: tuple[str, ...] = ("average_drop", "increase_in_confidence", "average_drop_in_deletion")
@@ -141,12 +141,11 @@ def run_evaluate(
         for name in settings.metrics
     ]
     explainer = Explainer(loaded.model, settings.layer)
+    stored = {**settings.as_dict(), **compute_settings(loaded.model)}
     if cluster.rank == 0:
-        RecordStore(out, settings.as_dict(), ("image", "method"), cluster.record_file, SHARD_PATTERN)
+        RecordStore(out, stored, ("image", "method"), cluster.record_file, SHARD_PATTERN)
     cluster.barrier()
-    store = RecordStore(
-        out, settings.as_dict(), ("image", "method"), cluster.record_file, SHARD_PATTERN, write_settings=False
-    )
+    store = RecordStore(out, stored, ("image", "method"), cluster.record_file, SHARD_PATTERN, write_settings=False)
     scorer = Scorer(loaded.model, settings.score)  # type: ignore[arg-type]
     indexed = list(enumerate(samples))
     size = settings.batch_size

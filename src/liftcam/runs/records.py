@@ -5,11 +5,14 @@ short by a killed process is dropped (the file is truncated to its last complete
 record in flight is lost and the file is never corrupt. A complete line that is not a record (edited
 by hand, a disk error) is skipped and counted, never a reason to drop the records after it. A run's
 settings are stored beside it; opening the same folder with different settings is refused, so results
-of different settings never mix.
+of different settings never mix. Where a run computes is one of its settings (:func:`compute_settings`): the
+device type and, on the CPU, torch's thread count, by which CPU kernels round (a resumed run takes the thread
+count it started with, :func:`stored_threads`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Hashable, Iterable
@@ -17,9 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from ..errors import LiftCamError
 
 SETTINGS_FILE = "settings.json"
+#: Where a run computes, stored with its settings: the same images on another device, or on the CPU with
+#: another thread count, round differently (a model's convolutions split their sums by thread: activations
+#: differ by about 1e-5 between one and two threads), so a resumed run must compute where it started. Runs
+#: stored before these were kept lack them and match any.
+COMPUTE_FIELDS = ("device", "threads")
 
 
 @dataclass
@@ -52,10 +63,31 @@ def _read_lines(path: Path) -> _Lines:
     return _Lines(records, complete, junk)
 
 
+def compute_settings(model: nn.Module) -> dict[str, Any]:
+    """Where a run of ``model`` computes (:data:`COMPUTE_FIELDS`): the device type of its parameters and, on
+    the CPU, torch's thread count."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    kind = first.device.type if first is not None else "cpu"
+    return {"device": kind, "threads": torch.get_num_threads() if kind == "cpu" else None}
+
+
 def settings_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """The names of the settings in which two runs differ (``wanted`` as JSON stores it: tuples as lists)."""
+    """The names of the settings in which two runs differ (``wanted`` as JSON stores it: tuples as lists); a
+    compute field the stored settings lack (a run stored before it was kept) matches any."""
     wanted = json.loads(json.dumps(wanted))
-    return sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    return sorted(
+        k
+        for k in set(stored) | set(wanted)
+        if stored.get(k) != wanted.get(k) and (k in stored or k not in COMPUTE_FIELDS)
+    )
+
+
+def stored_threads(directory: Path) -> int | None:
+    """The CPU thread count of the run stored in ``directory``, None where there is none (no run, a run on
+    another device, or one stored before thread counts were kept)."""
+    stored = read_settings(directory) if Path(directory).is_dir() else None
+    threads = stored.get("threads") if stored is not None and stored.get("device") == "cpu" else None
+    return threads if isinstance(threads, int) and threads > 0 else None
 
 
 def read_settings(directory: Path) -> dict[str, Any] | None:
@@ -110,12 +142,13 @@ class RecordStore:
         self.settings = json.loads(json.dumps(settings))  # normalised: tuples become lists
         stored_path = self.directory / SETTINGS_FILE
         stored = read_settings(self.directory)
-        if stored is not None and stored != self.settings and not self._holds_records(shards or name):
+        changed = settings_differences(stored, self.settings) if stored is not None else []
+        if changed and not self._holds_records(shards or name):
             stored = None  # a run that stopped before its first record: nothing to protect, start afresh
-        if stored is not None and stored != self.settings:
-            changed = settings_differences(stored, self.settings)
+        if stored is not None and changed:
+            hint = f" (--threads {stored['threads']} resumes it)" if changed == ["threads"] else ""
             raise LiftCamError(
-                f"{self.directory} holds a run with other settings (differs in: {', '.join(changed)}); "
+                f"{self.directory} holds a run with other settings (differs in: {', '.join(changed)}){hint}; "
                 "use another output folder or the same settings"
             )
         #: True when the settings were (re)written: files a run caches beside its records are stale
