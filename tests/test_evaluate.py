@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from liftcam.cli import EXIT_ERROR, main
 from liftcam.data import Preprocessing, sample_photos
 from liftcam.data.datasets import SAMPLE_BOXES, load_dataset, read_synsets
 from liftcam.errors import LiftCamError
+from liftcam.explain import Explainer
 from liftcam.models import imagenet_categories
 from liftcam.runs.report import mean_ci, mean_se
 
@@ -180,6 +182,34 @@ def test_a_metric_gives_the_same_values_in_a_run_of_its_own(tmp_path: Path) -> N
             if value not in ("ms", "body_ms"):
                 assert parts[value] == whole[value], (key, value)
     assert all("max_sensitivity" not in r for r in runs["others"].values())
+
+
+def test_adcc_and_arcc_share_one_reexplanation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their coherency term explains each masked input once per batch and method, with the values of each
+    metric in a run of its own (a sampled method's re-explanation is seeded per call, so sharing changes nothing)."""
+    data = _sample_set(tmp_path / "data", SAMPLES[:2])
+    calls: list[int] = []
+    original = Explainer.__call__
+
+    def counted(self: Explainer, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Explainer, "__call__", counted)
+    methods = ["lift-cam", "smoothgrad-cam++", "random-cam"]
+    args = ["evaluate", str(data), "--methods", *methods, "--threads", "1", *FAST, "--metrics"]
+    runs, counts = {}, {}
+    for name, metrics in {"both": ["adcc", "arcc"], "adcc": ["adcc"], "arcc": ["arcc"]}.items():
+        calls.clear()
+        assert main([*args, *metrics, "--out", str(tmp_path / name)]) == 0
+        counts[name] = len(calls)
+        lines = (tmp_path / name / "records.jsonl").read_text().splitlines()
+        runs[name] = {(r["image"], r["method"]): r for r in map(json.loads, lines)}
+    assert counts == {"both": len(methods), "adcc": len(methods), "arcc": len(methods)}  # one batch of 2 photos
+    for key, whole in runs["both"].items():
+        parts = {**runs["adcc"][key], **runs["arcc"][key]}
+        for value in ("adcc", "coherency", "complexity", "arcc", "arcc_road"):
+            assert parts[value] == whole[value], (key, value)
 
 
 def _no_constant(name: str) -> None:

@@ -26,12 +26,20 @@ def _pearson_rows(a: Tensor, b: Tensor) -> Tensor:
 
 def coherency(batch: MetricBatch, method: str, maps: Tensor) -> Tensor:
     """``(Pearson(L(x), L(x * L(x))) + 1) / 2`` per image (B,), the method explaining its masked input again for
-    the same class; 0 where the correlation is undefined (a constant map)."""
+    the same class; 0 where the correlation is undefined (a constant map). Computed once per batch and method:
+    ADCC and ARCC share it (the re-explanation is as costly as the explanation)."""
+    key = f"coherency:{method}"
+    cached = batch.cache.get(key)
+    if cached is not None and cached[0] is maps:
+        value: Tensor = cached[1]
+        return value
     if batch.reexplain is None:
         raise ValueError("coherency needs the methods to explain the masked inputs again (reexplain)")
     again = batch.reexplain[method](batch.inputs * maps[:, None], batch.classes)
     r = _pearson_rows(maps, again)
-    return torch.where(torch.isnan(r), 0.0, (r + 1) / 2).float()
+    value = torch.where(torch.isnan(r), 0.0, (r + 1) / 2).float()
+    batch.cache[key] = (maps, value)
+    return value
 
 
 class Adcc(Metric):
