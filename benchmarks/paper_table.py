@@ -28,10 +28,11 @@ output (signed maps, nonlinear head); ``depthwise``, the post-ReLU6 depthwise ac
 block (its second call, ``_swish#2``: non-negative maps through a nonlinear head, the paper's setting).
 
 ``--methods table`` (default) leaves out the four methods that evaluate the whole model on hundreds of masked
-copies per image (Score-CAM, SS-CAM, IS-CAM, sampled SHAP): with every metric re-explaining up to 13 times per
-image (Max-Sensitivity 10, ADCC, ARCC, random logit), one of them costs 20 minutes to 13 hours per layer on
-2 CPU cores, measured. Their Max-Sensitivity runs in a folder of its own, after the other metrics and the
-fidelity run (``evaluate-METHOD-max-sensitivity``; ``--later max-sensitivity`` skips it this time).
+copies per image (Score-CAM, SS-CAM, IS-CAM, sampled SHAP): with every metric re-explaining up to 12 times per
+image (Max-Sensitivity 10, the Coherency ADCC and ARCC share, random logit; 13 before they shared it, when
+these times were measured), one of them costs 20 minutes to 13 hours per layer on 2 CPU cores. Their
+Max-Sensitivity runs in a folder of its own, after the other metrics and the fidelity run
+(``evaluate-METHOD-max-sensitivity``; ``--later max-sensitivity`` skips it this time).
 ``--step 0.05`` (default) takes deletion and insertion in 20 steps instead of 224.
 """
 
