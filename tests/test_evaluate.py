@@ -203,8 +203,7 @@ def test_adcc_and_arcc_share_one_reexplanation(tmp_path: Path, monkeypatch: pyte
         calls.clear()
         assert main([*args, *metrics, "--out", str(tmp_path / name)]) == 0
         counts[name] = len(calls)
-        lines = (tmp_path / name / "records.jsonl").read_text().splitlines()
-        runs[name] = {(r["image"], r["method"]): r for r in map(json.loads, lines)}
+        runs[name] = _table(tmp_path / name)
     assert counts == {"both": len(methods), "adcc": len(methods), "arcc": len(methods)}  # one batch of 2 photos
     for key, whole in runs["both"].items():
         parts = {**runs["adcc"][key], **runs["arcc"][key]}

@@ -85,7 +85,7 @@ def settings_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list
 def stored_threads(directory: Path) -> int | None:
     """The CPU thread count of the run stored in ``directory``, None where there is none (no run, a run on
     another device, or one stored before thread counts were kept)."""
-    stored = read_settings(directory) if Path(directory).is_dir() else None
+    stored = read_settings(directory)
     threads = stored.get("threads") if stored is not None and stored.get("device") == "cpu" else None
     return threads if isinstance(threads, int) and threads > 0 else None
 
