@@ -39,7 +39,7 @@ from ..metrics.base import MetricBatch, Scorer
 from ..models import LoadedModel
 from ..viz import save_overlay
 from .files import tell
-from .records import RecordStore, compute_settings
+from .records import RecordStore, run_settings
 
 DEFAULT_METHODS: tuple[str, ...] = ("lift-cam", "grad-cam", "grad-cam++", "xgrad-cam")
 FAST_METRICS: tuple[str, ...] = ("average_drop", "increase_in_confidence", "average_drop_in_deletion")
@@ -141,7 +141,7 @@ def run_evaluate(
         for name in settings.metrics
     ]
     explainer = Explainer(loaded.model, settings.layer)
-    stored = {**settings.as_dict(), **compute_settings(loaded.model)}
+    stored = run_settings(settings.as_dict(), loaded.model)
     if cluster.rank == 0:
         RecordStore(out, stored, ("image", "method"), cluster.record_file, SHARD_PATTERN)
     cluster.barrier()

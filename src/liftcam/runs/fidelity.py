@@ -50,7 +50,7 @@ from ..models import LoadedModel
 from ..shapley import Estimator, image_game, shapley_values
 from ..targets import resolve_targets
 from .files import open_text, tell, write_text_atomic
-from .records import COMPUTE_FIELDS, RecordStore, compute_settings, failed_records, read_settings, settings_differences
+from .records import COMPUTE_FIELDS, RecordStore, failed_records, read_settings, run_settings, settings_differences
 
 #: Methods with channel coefficients, compared by default (every one but the Shapley values themselves).
 FIDELITY_METHODS: tuple[str, ...] = tuple(
@@ -119,7 +119,7 @@ def run_fidelity(
     )
     # checked before anything is written: a refused source leaves the output folder as it was
     reused = _reused_shapley(shapley_from, out, settings, files) if shapley_from is not None else None
-    store = RecordStore(out, {**settings.as_dict(), **compute_settings(loaded.model)}, key_fields=("image", "method"))
+    store = RecordStore(out, run_settings(settings.as_dict(), loaded.model), key_fields=("image", "method"))
     if store.started_afresh:  # caches of a run with other settings that wrote no record
         for stale in [*out.glob("shapley/*.npz"), out / "reference_mean.npz"]:
             stale.unlink(missing_ok=True)

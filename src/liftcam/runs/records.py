@@ -71,6 +71,11 @@ def compute_settings(model: nn.Module) -> dict[str, Any]:
     return {"device": kind, "threads": torch.get_num_threads() if kind == "cpu" else None}
 
 
+def run_settings(settings: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """What a run of ``model`` stores and compares: its ``settings`` and where it computes."""
+    return {**settings, **compute_settings(model)}
+
+
 def settings_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """The names of the settings in which two runs differ (``wanted`` as JSON stores it: tuples as lists); a
     compute field the stored settings lack (a run stored before it was kept) matches any."""
