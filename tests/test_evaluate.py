@@ -211,6 +211,17 @@ def test_adcc_and_arcc_share_one_reexplanation(tmp_path: Path, monkeypatch: pyte
             assert parts[value] == whole[value], (key, value)
 
 
+def test_the_progress_bar_says_which_stage_a_batch_is_in(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A costly method's batch takes an hour on CPU with the bar at 0: its postfix names the stage."""
+    data = _sample_set(tmp_path / "data", SAMPLES[:1])
+    args = ["evaluate", str(data), "--methods", "lift-cam", "--step", "0.1", "--out", str(tmp_path / "run")]
+    assert main([*args, "--metrics", "adcc", "deletion"]) == 0
+    bar = capsys.readouterr().err
+    stages = [bar.find(stage) for stage in ("explaining]", "adcc]", "deletion]")]
+    assert -1 not in stages and stages == sorted(stages), bar
+    assert "1/1" in bar
+
+
 def _no_constant(name: str) -> None:
     raise AssertionError(f"{name} in a record: not standard JSON")
 

@@ -169,6 +169,7 @@ def run_evaluate(
             _evaluate_batch(
                 loaded, explainer, specs, metrics, scorer, store, chunk, settings, examples, examples_dir, bar
             )
+            bar.set_postfix_str("", refresh=False)
             bar.update(len(chunk))
     cluster.barrier()
     return write_evaluate_report(out) if cluster.rank == 0 else None
@@ -217,6 +218,7 @@ def _evaluate_batch(
     else:
         targets = None
     reference: Reference = "mean" if settings.reference == "mean" else "zeros"
+    bar.set_postfix_str("explaining")  # a batch of a costly method takes an hour on CPU: say where it is
     explanations = explainer.explain_captured(captured, specs, targets, reference)
     first = next(iter(explanations.values()))
     classes = first.targets
@@ -239,6 +241,7 @@ def _evaluate_batch(
     )
     values: dict[str, dict[str, torch.Tensor]] = {name: {} for name in maps}
     for metric in metrics:
+        bar.set_postfix_str(metric.name)
         for method, result in metric.compute(batch, scorer).items():
             values[method].update(result)
     probabilities = first.logits.softmax(dim=1)
