@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/paper_table.py [--models lite0 lite1 lite2] [--layers final block depthwise]
         [--methods table | all | NAME ...] [--step 0.05] [--threads 2] [--device cpu] [--later max-sensitivity]
+        [--batch-size 8]
         [--out benchmarks/results/paper-table] [--assemble-only] [--publish]
 
 For each model and layer it runs, as subprocesses whose command lines go into the tables,
@@ -34,6 +35,12 @@ these times were measured), one of them costs 20 minutes to 13 hours per layer o
 Max-Sensitivity runs in a folder of its own, after the other metrics and the fidelity run
 (``evaluate-METHOD-max-sensitivity``; ``--later max-sensitivity`` skips it this time).
 ``--step 0.05`` (default) takes deletion and insertion in 20 steps instead of 224.
+
+``--batch-size`` (default 8, all the bundled photos in one batch) sets the images per batch of the evaluate
+runs this call starts; a run already started keeps the size it was started with (a stored setting). A
+costly method's records are written per batch, so on a CPU, where one of its cells takes hours, ``1`` keeps
+each finished photo through an interruption and lets a cell span sessions; its values then differ from a
+batch-8 run's by the rounding of batched kernels only.
 """
 
 from __future__ import annotations
@@ -91,6 +98,7 @@ HEADLINE = (
     ("evaluate", "insertion", "Ins", True),
     ("evaluate", "road", "ROAD", True),
 )
+DEFAULT_BATCH_SIZE = 8  # liftcam evaluate's
 FIDELITY_VALUES = (("pearson", True), ("spearman", True), ("sign_agreement", True), ("map_pearson", True))
 
 
@@ -104,12 +112,14 @@ def command(
     out: Path,
     device: str = "cpu",
     metrics: list[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[str]:
-    """The ``liftcam`` command line of one run (``--device`` only where it is not the CPU; ``metrics`` None:
-    ``all``)."""
+    """The ``liftcam`` command line of one run (``--device`` and ``--batch-size`` only where they are not the
+    defaults; ``metrics`` None: ``all``)."""
     args = [kind]
     if kind == "evaluate":
         args += ["samples", "--metrics", *(metrics or ["all"]), "--step", str(step), "--examples", "0"]
+        args += ["--batch-size", str(batch_size)] if batch_size != DEFAULT_BATCH_SIZE else []
     args += ["--model", model, "--layer", layer, "--methods", *methods, "--threads", str(threads), "--out", str(out)]
     return args + (["--device", device] if device != "cpu" else [])
 
@@ -347,6 +357,7 @@ def publish(tables: str, part: str, figures: list[Path]) -> None:
 
 def run_all(args: argparse.Namespace, methods: list[str]) -> None:
     """Every run of ``--models`` x ``--layers``: the table's methods together, each other method alone."""
+    common = (args.step, args.threads)
     for key in args.models:
         model, layer_names = MODELS[key]
         for role in args.layers:
@@ -363,13 +374,12 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                 out = run_folder(folder, "evaluate", alone)
                 split = alone is not None and not made_whole(out)
                 metrics = ALL_BUT_SPLIT if split else None
-                run(command("evaluate", model, layer, group, args.step, args.threads, out, args.device, metrics), log)
+                size = started_batch_size(out, args.batch_size)
+                run(command("evaluate", model, layer, group, *common, out, args.device, metrics, size), log)
                 with_coefficients = [m for m in group if m in FIDELITY_METHODS]
                 if with_coefficients:
                     out = run_folder(folder, "fidelity", alone)
-                    fidelity = command(
-                        "fidelity", model, layer, with_coefficients, args.step, args.threads, out, args.device
-                    )
+                    fidelity = command("fidelity", model, layer, with_coefficients, *common, out, args.device)
                     shared = folder / "fidelity"
                     if alone and (shared / "settings.json").exists():
                         # the layer's reference Shapley values, computed once: every method rated against the same
@@ -378,7 +388,15 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                 if split and SPLIT_NAME not in args.later:
                     out = run_folder(folder, "evaluate", f"{alone}-{SPLIT_NAME}")
                     only = [SPLIT_METRIC]
-                    run(command("evaluate", model, layer, group, args.step, args.threads, out, args.device, only), log)
+                    size = started_batch_size(out, args.batch_size)
+                    run(command("evaluate", model, layer, group, *common, out, args.device, only, size), log)
+
+
+def started_batch_size(out: Path, wanted: int) -> int:
+    """The batch size of the evaluate run in ``out``: the stored one if it was started (a resume must keep it),
+    else ``wanted``."""
+    settings = read_settings(out)
+    return int(settings["batch_size"]) if settings is not None else wanted
 
 
 def made_whole(out: Path) -> bool:
@@ -401,6 +419,13 @@ def main() -> int:
         choices=[SPLIT_NAME],
         default=[],
         help="leave the costly methods' Max-Sensitivity runs for another time (a short GPU lease)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="images per batch of the evaluate runs this call starts (1: a CPU run of a costly method keeps each "
+        "finished photo through an interruption)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/paper-table"))
     parser.add_argument("--assemble-only", action="store_true", help="only write the tables of what has run")
