@@ -40,7 +40,8 @@ Max-Sensitivity runs in a folder of its own, after the other metrics and the fid
 runs this call starts; a run already started keeps the size it was started with (a stored setting). A
 costly method's records are written per batch, so on a CPU, where one of its cells takes hours, ``1`` keeps
 each finished photo through an interruption and lets a cell span sessions; its values then differ from a
-batch-8 run's by the rounding of batched kernels only.
+batch-8 run's by the rounding of batched kernels only. Until a method's run has every photo, the tables
+leave it out (and say so).
 """
 
 from __future__ import annotations
@@ -189,10 +190,16 @@ def run_folder(folder: Path, kind: str, method: str | None) -> Path:
 
 def read_runs(folder: Path, kind: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The records of every run of one kind in a layer's folder (the table's and the single methods'), and
-    the table run's settings (the first found otherwise)."""
+    the table run's settings (the first found otherwise). A single method's run that has not yet done every
+    photo of the table's run is left out until it has (a costly CPU cell can span sessions)."""
     settings, records = read_run(folder / kind)
+    photos = {photo(r) for r in records}
     for extra in sorted(folder.glob(f"{kind}-*")):
         extra_settings, extra_records = read_run(extra)
+        done = photos & {photo(r) for r in extra_records}
+        if len(done) < len(photos):
+            print(f"{extra}: {len(done)} of {len(photos)} photos, left out of the tables until it has them all")
+            continue
         settings = settings or extra_settings
         records += extra_records
     return settings, records
