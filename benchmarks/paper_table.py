@@ -53,6 +53,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from liftcam.explain import Explainer
 from liftcam.methods import METHODS, method_class
 from liftcam.metrics import METRICS, ON_REQUEST_METRICS
 from liftcam.models import load_model
+from liftcam.runs import DEFAULT_BATCH_SIZE
 from liftcam.runs.explain import applicable_methods
 from liftcam.runs.fidelity import FIDELITY_METHODS
 from liftcam.runs.records import RecordStore, read_settings
@@ -99,15 +101,15 @@ HEADLINE = (
     ("evaluate", "insertion", "Ins", True),
     ("evaluate", "road", "ROAD", True),
 )
-DEFAULT_BATCH_SIZE = 8  # liftcam evaluate's
 FIDELITY_VALUES = (("pearson", True), ("spearman", True), ("sign_agreement", True), ("map_pearson", True))
 
 
 def command(
     kind: str,
+    methods: list[str],
+    *,
     model: str,
     layer: str,
-    methods: list[str],
     step: float,
     threads: int,
     out: Path,
@@ -139,11 +141,12 @@ def run(args: list[str], log: Path) -> None:
     """Run ``liftcam ARGS`` and note its command line in ``log`` (read back into the tables)."""
     line = "liftcam " + shlex.join(args)
     print("$ " + line, flush=True)
+    subprocess.run([sys.executable, "-m", "liftcam", *args], check=True)
+    # noted once the run has finished: an interrupted run's folder is not yet "made by" it
     log.parent.mkdir(parents=True, exist_ok=True)
     known = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
     if line not in known:
         log.write_text("\n".join([*known, line]) + "\n", encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "liftcam", *args], check=True)
 
 
 def read_run(directory: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -364,13 +367,13 @@ def publish(tables: str, part: str, figures: list[Path]) -> None:
 
 def run_all(args: argparse.Namespace, methods: list[str]) -> None:
     """Every run of ``--models`` x ``--layers``: the table's methods together, each other method alone."""
-    common = (args.step, args.threads)
     for key in args.models:
         model, layer_names = MODELS[key]
         for role in args.layers:
             folder = args.out / key / role
             log = folder / "commands.txt"
             layer = layer_names[role]
+            at = partial(command, model=model, layer=layer, step=args.step, threads=args.threads, device=args.device)
             here, notes = applicable(model, layer, methods)
             for note in notes:
                 print(f"{key} {role}: {note}")
@@ -382,11 +385,11 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                 split = alone is not None and not made_whole(out)
                 metrics = ALL_BUT_SPLIT if split else None
                 size = started_batch_size(out, args.batch_size)
-                run(command("evaluate", model, layer, group, *common, out, args.device, metrics, size), log)
+                run(at("evaluate", group, out=out, metrics=metrics, batch_size=size), log)
                 with_coefficients = [m for m in group if m in FIDELITY_METHODS]
                 if with_coefficients:
                     out = run_folder(folder, "fidelity", alone)
-                    fidelity = command("fidelity", model, layer, with_coefficients, *common, out, args.device)
+                    fidelity = at("fidelity", with_coefficients, out=out)
                     shared = folder / "fidelity"
                     if alone and (shared / "settings.json").exists():
                         # the layer's reference Shapley values, computed once: every method rated against the same
@@ -396,7 +399,7 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                     out = run_folder(folder, "evaluate", f"{alone}-{SPLIT_NAME}")
                     only = [SPLIT_METRIC]
                     size = started_batch_size(out, args.batch_size)
-                    run(command("evaluate", model, layer, group, *common, out, args.device, only, size), log)
+                    run(at("evaluate", group, out=out, metrics=only, batch_size=size), log)
 
 
 def started_batch_size(out: Path, wanted: int) -> int:

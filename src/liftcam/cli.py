@@ -25,6 +25,7 @@ from .explain import Explainer, Explanation
 from .fusion import FusedExplanation
 from .methods import METHODS, CamMethod, sampled_method
 from .models import LITE0, LoadedModel, available_models, candidate_layers, load_model
+from .runs import DEFAULT_BATCH_SIZE
 from .runs.explain import METHOD_GROUPS, TargetChoice, crops_to_batch, explain_images, parse_target, resolve_methods
 from .runs.fidelity import FIDELITY_METHODS
 from .runs.files import prepare_output_dir, shown, tell, write_json_atomic
@@ -661,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_AT_LEAST_2, default=1000, help="shap: permutations when K is too large")
     p.add_argument("--seed", type=_NATURAL, default=0, help="the sampling methods' seed")
     p.add_argument("--out", default="liftcam-out", help="output folder (default liftcam-out)")
-    p.add_argument("--batch-size", type=_POSITIVE, default=8)
+    p.add_argument("--batch-size", type=_POSITIVE, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--grid", action="store_true", help="also write the comparison grid for few methods")
     p.add_argument(
         "--fidelity",
@@ -723,7 +724,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ROAD: the percentiles of the map removed at",
     )
     p.add_argument("--road-noise", type=_number(positive=False), default=0.01, help="ROAD: the imputation's noise")
-    p.add_argument("--batch-size", type=_POSITIVE, default=8, help="images per batch (fixed by image index)")
+    p.add_argument(
+        "--batch-size", type=_POSITIVE, default=DEFAULT_BATCH_SIZE, help="images per batch (fixed by image index)"
+    )
     p.add_argument("--examples", type=_NATURAL, default=4, help="images with overlays in the report")
     p.set_defaults(func=cmd_evaluate)
 

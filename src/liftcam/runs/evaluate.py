@@ -38,6 +38,7 @@ from ..metrics import METRICS, get_metric, metric_parameters
 from ..metrics.base import MetricBatch, Scorer
 from ..models import LoadedModel
 from ..viz import save_overlay
+from . import DEFAULT_BATCH_SIZE
 from .files import tell
 from .records import RecordStore, run_settings
 
@@ -67,7 +68,7 @@ class EvaluateSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: Images per batch: part of the settings, as batches are fixed by image index (the batch mean
     #: reference depends on them, and batched kernels round by them).
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)

@@ -1,0 +1,83 @@
+"""benchmarks/paper_table.py's bookkeeping: what a costly cell spanning sessions relies on."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
+
+
+@pytest.fixture(scope="module")
+def paper_table() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("paper_table", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(folder: Path, photos: list[str], method: str, batch_size: int = 8) -> None:
+    folder.mkdir(parents=True)
+    (folder / "settings.json").write_text(json.dumps({"model": "m", "batch_size": batch_size}))
+    records: list[dict[str, Any]] = [
+        {"image": f"/photos/{p}", "method": method, "index": i, "average_drop": 10.0 * (i + 1)}
+        for i, p in enumerate(photos)
+    ]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_command_names_batch_size_and_device_only_where_not_the_defaults(paper_table: ModuleType) -> None:
+    from liftcam.runs import DEFAULT_BATCH_SIZE
+
+    base = {"model": "efficientnet-lite0", "layer": "features.16", "step": 0.05, "threads": 2, "out": Path("o")}
+    plain = paper_table.command("evaluate", ["is-cam"], **base)
+    assert "--batch-size" not in plain and "--device" not in plain
+    assert plain[plain.index("--metrics") + 1] == "all"
+    one = paper_table.command("evaluate", ["is-cam"], **base, batch_size=1, device="cuda", metrics=["road"])
+    assert one[one.index("--batch-size") + 1] == "1" and one[one.index("--device") + 1] == "cuda"
+    assert one[one.index("--metrics") + 1 : one.index("--step")] == ["road"]
+    same = paper_table.command("evaluate", ["is-cam"], **base, batch_size=DEFAULT_BATCH_SIZE)
+    assert same == plain
+    # fidelity has no batch size or metrics of its own
+    assert "--batch-size" not in paper_table.command("fidelity", ["lift-cam"], **base, batch_size=1)
+
+
+def test_a_started_run_keeps_its_stored_batch_size(paper_table: ModuleType, tmp_path: Path) -> None:
+    assert paper_table.started_batch_size(tmp_path / "new", 1) == 1
+    write_run(tmp_path / "started", ["a.jpg"], "is-cam", batch_size=1)
+    assert paper_table.started_batch_size(tmp_path / "started", 8) == 1
+
+
+def test_a_single_methods_run_joins_the_tables_only_with_every_photo(
+    paper_table: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layer = tmp_path / "lite2" / "block"
+    write_run(layer / "evaluate", ["a.jpg", "b.jpg", "c.jpg"], "lift-cam")
+    write_run(layer / "evaluate-is-cam", ["a.jpg", "b.jpg"], "is-cam", batch_size=1)
+    settings, records = paper_table.read_runs(layer, "evaluate")
+    assert settings is not None and settings["batch_size"] == 8
+    assert {r["method"] for r in records} == {"lift-cam"}
+    assert "evaluate-is-cam: 2 of 3 photos, left out of the tables until it has them all" in capsys.readouterr().out
+
+    with (layer / "evaluate-is-cam" / "records.jsonl").open("a") as f:
+        f.write(json.dumps({"image": "/elsewhere/c.jpg", "method": "is-cam", "index": 2, "average_drop": 1.0}) + "\n")
+    _, records = paper_table.read_runs(layer, "evaluate")
+    assert sorted(r["method"] for r in records) == ["is-cam"] * 3 + ["lift-cam"] * 3
+    assert "left out" not in capsys.readouterr().out
+
+
+def test_a_failed_run_is_not_noted_as_having_made_the_folder(paper_table: ModuleType, tmp_path: Path) -> None:
+    log = tmp_path / "commands.txt"
+    with pytest.raises(subprocess.CalledProcessError):
+        paper_table.run(["evaluate", "--no-such-option"], log)
+    assert not log.exists()
+    paper_table.run(["--version"], log)
+    paper_table.run(["--version"], log)
+    assert log.read_text().splitlines() == ["liftcam --version"]
