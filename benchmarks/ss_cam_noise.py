@@ -10,7 +10,7 @@ a random baseline. Printed per noise level, mean over the photos: the Pearson r 
 first two seeds, the Pearson r with the layer's reference Shapley values (the paper table's fidelity run,
 matched by the photo's SHA-256), and Average Drop, ADD, deletion and insertion (20 steps, as in the paper
 table) of the first seed's maps. ``std = 0`` needs one draw (the noise-free masks, Score-CAM's inputs with
-SS-CAM's softmax over the logit changes). About 3 minutes per (photo, std, seed) on two threads.
+SS-CAM's softmax over the logit changes). About 8 minutes per (photo, std > 0, seed) on two threads.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import liftcam
 from liftcam.data import load_image, sample_photos
 from liftcam.methods.ss_cam import SsCam
 from liftcam.metrics import MetricBatch, Scorer, get_metric
+from liftcam.metrics.similarity import pearson
 from liftcam.models import load_model
 from liftcam.runs.explain import crops_to_batch
 
@@ -35,17 +36,13 @@ SHAPLEY = Path(__file__).parent / "results/paper-table/lite0/block/fidelity/shap
 METRICS = ("average_drop", "average_drop_in_deletion", "deletion", "insertion")
 
 
-def reference_shapley() -> dict[str, np.ndarray]:
+def reference_shapley() -> dict[str, Tensor]:
     """The paper table's reference Shapley values at ``features.16``, by the photo's SHA-256."""
     values = {}
     for cache in sorted(SHAPLEY.glob("*.npz")):
         with np.load(cache) as saved:
-            values[str(saved["digest"])] = saved["values"]
+            values[str(saved["digest"])] = torch.from_numpy(saved["values"])
     return values
-
-
-def pearson(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
-    return float(np.corrcoef(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))[0, 1])
 
 
 def main() -> None:
