@@ -3,6 +3,8 @@ and input, its global generator seeded as ours (one image: torchcam draws a batc
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -112,3 +114,28 @@ def test_ss_cam_noise_does_not_depend_on_the_chunk(resnet18: nn.Module, x: Tenso
         torch.testing.assert_close(other, default, rtol=1e-4, atol=1e-6)
     reseeded = liftcam.explain(resnet18, x, "layer4", SsCam(n_samples=2, seed=4)).weights
     assert reseeded is not None and not torch.allclose(reseeded, default, rtol=1e-3)
+
+
+def test_is_cam_runs_a_constant_maps_input_once(resnet18: nn.Module, x: Tensor) -> None:
+    """Eight more of layer4's 24 maps made constant (zero after the ReLU): their masks are all zero and IS-CAM
+    runs that one zero input once, not N times each; the map is still torchcam's, which runs them all."""
+    model = copy.deepcopy(resnet18)
+    block = model.layer4[1]
+    with torch.no_grad():
+        block.bn2.bias[:8] = -1e4
+        block.downsample.weight[:8] = 0
+        maps = model.layer4(model.layer3(model.layer2(model.layer1(model.maxpool(model.relu(model.bn1(
+            model.conv1(x)))))))).flatten(2)  # fmt: skip
+    constant = int((maps.amax(dim=2) == maps.amin(dim=2)).sum())
+    assert constant >= 8  # ours, and some dead already
+    inputs_seen: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _, args: inputs_seen.append(args[0].shape[0]))
+    try:
+        exp = liftcam.explain(model, x, "layer4", IsCam(n_samples=4))
+    finally:
+        handle.remove()
+    # the model's inputs: the zero input once, then 4 steps over the live masks (each map's: 4 * 24)
+    assert sum(inputs_seen) == 1 + 4 * (24 - constant)
+    cam = _torchcam("ISCAM", model, x, int(exp.targets[0]), seed=0, num_samples=4)
+    err = float((minmax(torch.relu(exp.raw)) - minmax(torch.relu(cam))).abs().max())
+    assert err < 1e-4, f"max abs difference {err}"
