@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/paper_table.py [--models lite0 lite1 lite2] [--layers final block depthwise]
         [--methods table | all | NAME ...] [--step 0.05] [--threads 2] [--device cpu] [--later max-sensitivity]
-        [--batch-size 8]
+        [--only evaluate fidelity max-sensitivity] [--batch-size 8]
         [--out benchmarks/results/paper-table] [--assemble-only] [--publish]
 
 For each model and layer it runs, as subprocesses whose command lines go into the tables,
@@ -33,7 +33,9 @@ copies per image (Score-CAM, SS-CAM, IS-CAM, sampled SHAP): with every metric re
 image (Max-Sensitivity 10, the Coherency ADCC and ARCC share, random logit; 13 before they shared it, when
 these times were measured), one of them costs 20 minutes to 13 hours per layer on 2 CPU cores. Their
 Max-Sensitivity runs in a folder of its own, after the other metrics and the fidelity run
-(``evaluate-METHOD-max-sensitivity``; ``--later max-sensitivity`` skips it this time).
+(``evaluate-METHOD-max-sensitivity``; ``--later max-sensitivity`` skips it this time, and ``--only
+max-sensitivity`` runs nothing else: on a GPU lease, a cell whose other runs were computed on the CPU, which a
+CUDA run would not resume).
 ``--step 0.05`` (default) takes deletion and insertion in 20 steps instead of 224.
 
 ``--batch-size`` (default 8, all the bundled photos in one batch) sets the images per batch of the evaluate
@@ -89,7 +91,8 @@ COSTLY = ("score-cam", "ss-cam", "is-cam", "shap")
 #: those first (``--later max-sensitivity`` leaves it for another time). Each metric draws from its own
 #: seeded generator, so the split gives the values of one run with every metric (tested).
 SPLIT_METRIC = "max_sensitivity"
-SPLIT_NAME = SPLIT_METRIC.replace("_", "-")  # in folder names and ``--later``
+SPLIT_NAME = SPLIT_METRIC.replace("_", "-")  # in folder names, ``--later`` and ``--only``
+RUN_KINDS = ("evaluate", "fidelity", SPLIT_NAME)  # a cell's runs, in the order they run (``--only``)
 ALL_BUT_SPLIT = [m for m in METRICS if m not in ON_REQUEST_METRICS and m != SPLIT_METRIC]
 TABLE_METHODS = tuple(m for m in METHODS if m not in COSTLY)
 #: The headline columns: (source, value, label, higher is better).
@@ -385,9 +388,10 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                 split = alone is not None and not made_whole(out)
                 metrics = ALL_BUT_SPLIT if split else None
                 size = started_batch_size(out, args.batch_size)
-                run(at("evaluate", group, out=out, metrics=metrics, batch_size=size), log)
+                if "evaluate" in args.only:
+                    run(at("evaluate", group, out=out, metrics=metrics, batch_size=size), log)
                 with_coefficients = [m for m in group if m in FIDELITY_METHODS]
-                if with_coefficients:
+                if with_coefficients and "fidelity" in args.only:
                     out = run_folder(folder, "fidelity", alone)
                     fidelity = at("fidelity", with_coefficients, out=out)
                     shared = folder / "fidelity"
@@ -395,7 +399,7 @@ def run_all(args: argparse.Namespace, methods: list[str]) -> None:
                         # the layer's reference Shapley values, computed once: every method rated against the same
                         fidelity += ["--shapley-from", str(shared)]
                     run(fidelity, log)
-                if split and SPLIT_NAME not in args.later:
+                if split and SPLIT_NAME in args.only and SPLIT_NAME not in args.later:
                     out = run_folder(folder, "evaluate", f"{alone}-{SPLIT_NAME}")
                     only = [SPLIT_METRIC]
                     size = started_batch_size(out, args.batch_size)
@@ -429,6 +433,14 @@ def main() -> int:
         choices=[SPLIT_NAME],
         default=[],
         help="leave the costly methods' Max-Sensitivity runs for another time (a short GPU lease)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=RUN_KINDS,
+        default=list(RUN_KINDS),
+        help="run only these of each cell's runs (default all; e.g. max-sensitivity on a GPU lease for cells "
+        "whose other runs were computed on the CPU)",
     )
     parser.add_argument(
         "--batch-size",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -81,3 +82,36 @@ def test_a_failed_run_is_not_noted_as_having_made_the_folder(paper_table: Module
     paper_table.run(["--version"], log)
     paper_table.run(["--version"], log)
     assert log.read_text().splitlines() == ["liftcam --version"]
+
+
+def test_only_max_sensitivity_runs_nothing_else(
+    paper_table: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU lease fills the Max-Sensitivity run of a cell whose other runs the CPU made (a CUDA run would
+    refuse to resume those): ``--only max-sensitivity`` starts that run alone, with the split's metric."""
+    started: list[list[str]] = []
+    monkeypatch.setattr(paper_table, "run", lambda args, log: started.append(args))
+    monkeypatch.setattr(paper_table, "applicable", lambda model, layer, methods: (methods, []))
+    layer = tmp_path / "lite2" / "block"
+    write_run(layer / "evaluate-is-cam", ["a.jpg"], "is-cam", batch_size=1)  # made without max_sensitivity
+    options = {"models": ["lite2"], "layers": ["block"], "step": 0.05, "threads": 8, "device": "cuda"}
+    args = argparse.Namespace(**options, out=tmp_path, later=[], batch_size=1, only=["max-sensitivity"])
+    paper_table.run_all(args, ["lift-cam", "is-cam"])
+    assert len(started) == 1
+    one = started[0]
+    assert one[one.index("--metrics") + 1 : one.index("--step")] == ["max_sensitivity"]
+    assert one[one.index("--out") + 1] == str(layer / "evaluate-is-cam-max-sensitivity")
+    assert one[one.index("--device") + 1] == "cuda" and one[one.index("--methods") + 1] == "is-cam"
+
+    started.clear()  # by default every run of the cell, in order; --later leaves the split's out
+    paper_table.run_all(argparse.Namespace(**{**vars(args), "only": list(paper_table.RUN_KINDS)}), ["is-cam"])
+    assert [a[a.index("--out") + 1].rsplit("/", 1)[1] for a in started] == [
+        "evaluate-is-cam",
+        "fidelity-is-cam",
+        "evaluate-is-cam-max-sensitivity",
+    ]
+    started.clear()
+    paper_table.run_all(
+        argparse.Namespace(**{**vars(args), "only": ["fidelity"], "later": ["max-sensitivity"]}), ["is-cam"]
+    )
+    assert [a[0] for a in started] == ["fidelity"]
