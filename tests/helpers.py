@@ -53,3 +53,15 @@ def random_factored_game(device: str, k: int = 40, d: int = 300) -> FactoredGame
     rows[3] = 0  # a null player: an unchanged channel
     base, w = torch.randn(d, generator=generator).to(device), torch.randn(d, generator=generator).to(device)
     return FactoredGame(_Phi(torch.relu, (), {}, inplace=False), base, rows, w, 0.5)
+
+
+def null_player_marginals(game: FactoredGame, seed: int = 0, pairs: int = 10) -> torch.Tensor:
+    """Player 3's marginal contributions in ``game``'s own chains (antithetic pairs, as the permutation
+    estimator draws them): each is ``v(S + 3) - v(S)`` with ``S + 3`` summing one more row, a zero one."""
+    generator = torch.Generator().manual_seed(seed)
+    orders = torch.stack([torch.randperm(game.n_players, generator=generator) for _ in range(pairs)])
+    orders = torch.stack([orders, orders.flip(1)], dim=1).reshape(2 * pairs, -1).to(game.device)
+    chain = game.chain_values(orders)
+    joins = (orders == 3).int().argmax(dim=1)
+    rows = torch.arange(orders.shape[0], device=game.device)
+    return chain[rows, joins + 1] - chain[rows, joins]

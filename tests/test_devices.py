@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import liftcam
-from helpers import random_factored_game
+from helpers import null_player_marginals, random_factored_game
 from liftcam.data import Preprocessing
 from liftcam.methods import CamMethod, LimeCam, Shap
 from liftcam.metrics import METRICS, MetricBatch, Scorer, get_metric
@@ -220,7 +220,9 @@ def test_cuda_runs_equal_cpu(tmp_path: Path) -> None:
 @CUDA
 def test_cuda_running_sums_by_one_scan_equal_the_row_by_row_sums() -> None:
     """CUDA's permutation chains take one cumsum kernel: the loop's float additions in its order, bit for bit,
-    so a null player's marginal contributions stay exactly 0."""
+    so a null player's marginal contributions in the chains stay exactly 0. (The estimate puts the exact
+    ``v(empty)`` and ``v(N)`` at the chains' ends for exact efficiency, and these round differently from
+    the chains' own ends, so a null player drawn first or last gets that rounding: ~1e-7, not 0.)"""
     game = random_factored_game("cuda")
     generator = torch.Generator().manual_seed(1)
     orders = torch.stack([torch.randperm(40, generator=generator) for _ in range(4)]).cuda()
@@ -228,5 +230,6 @@ def test_cuda_running_sums_by_one_scan_equal_the_row_by_row_sums() -> None:
     game._running_sums(by_rows, orders, scan=False)
     game._running_sums(by_scan, orders, scan=True)
     assert torch.equal(by_scan, by_rows)
+    assert torch.equal(null_player_marginals(game), torch.zeros(20, dtype=torch.float64, device="cuda"))
     result = permutation_shapley(game, 20, seed=0)
-    assert result.values.is_cuda and float(result.values[3]) == 0.0
+    assert result.values.is_cuda and abs(float(result.values[3])) < 1e-5
