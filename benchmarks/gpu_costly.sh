@@ -4,6 +4,8 @@
 #   JOB = MODEL/LAYER/METHOD[,METHOD...], run in the order given; options such as --later max-sensitivity
 #   go to every paper_table.py call, e.g.
 #   benchmarks/gpu_costly.sh 540 --later max-sensitivity lite0/block/is-cam,ss-cam lite1/block/is-cam
+#   (--only max-sensitivity --batch-size 1: the Max-Sensitivity of cells whose other runs the CPU made, a
+#   photo at a time; two calls in one command: move $OUT/paper-table.tgz aside between them)
 # 1. installs the wheels into /tmp/site (liftcam itself runs from src/);
 # 2. runs the CUDA tests (CPU against CUDA; TESTS="" skips them, TESTS=tests runs the suite);
 # 3. runs benchmarks/paper_table.py --device cuda for each JOB, the tests and all of them within SECONDS (an evaluate run is
