@@ -67,7 +67,7 @@ from liftcam.metrics import METRICS, ON_REQUEST_METRICS
 from liftcam.models import load_model
 from liftcam.runs import DEFAULT_BATCH_SIZE
 from liftcam.runs.explain import applicable_methods
-from liftcam.runs.fidelity import FIDELITY_METHODS
+from liftcam.runs.fidelity import FIDELITY_METHODS, REFERENCE
 from liftcam.runs.records import RecordStore, read_settings
 from liftcam.runs.report import mean_se, value_columns
 
@@ -197,18 +197,28 @@ def run_folder(folder: Path, kind: str, method: str | None) -> Path:
 def read_runs(folder: Path, kind: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The records of every run of one kind in a layer's folder (the table's and the single methods'), and
     the table run's settings (the first found otherwise). A single method's run that has not yet done every
-    photo of the table's run is left out until it has (a costly CPU cell can span sessions)."""
+    photo of the table's run is left out until it has (a costly CPU cell can span sessions). A photo counts
+    as done once each of the run's methods has its record: a fidelity run stores the photo's reference Shapley
+    values before explaining it."""
     settings, records = read_run(folder / kind)
     photos = {photo(r) for r in records}
     for extra in sorted(folder.glob(f"{kind}-*")):
         extra_settings, extra_records = read_run(extra)
-        done = photos & {photo(r) for r in extra_records}
+        done = photos & done_photos(extra_settings, extra_records)
         if len(done) < len(photos):
             print(f"{extra}: {len(done)} of {len(photos)} photos, left out of the tables until it has them all")
             continue
         settings = settings or extra_settings
         records += extra_records
     return settings, records
+
+
+def done_photos(settings: dict[str, Any] | None, records: list[dict[str, Any]]) -> set[str]:
+    """The photos on which every method of a run has its record (the methods its settings name, else
+    those with records, the reference Shapley values not counted)."""
+    have = {(photo(r), r["method"]) for r in records if r["method"] != REFERENCE}
+    methods = set((settings or {}).get("methods") or {m for _, m in have})
+    return {p for p, _ in have if all((p, m) in have for m in methods)}
 
 
 def photo(record: dict[str, Any]) -> str:

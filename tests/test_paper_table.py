@@ -74,6 +74,33 @@ def test_a_single_methods_run_joins_the_tables_only_with_every_photo(
     assert "left out" not in capsys.readouterr().out
 
 
+def test_a_fidelity_run_counts_a_photo_only_once_its_methods_explained_it(
+    paper_table: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fidelity run stores a photo's reference Shapley values before its methods' records: an interrupted
+    run holds a reference for a photo not yet explained, which must not let the run join the tables."""
+    layer = tmp_path / "lite1" / "final"
+    write_run(layer / "fidelity", ["a.jpg", "b.jpg"], "lift-cam")
+    run = layer / "fidelity-ss-cam"
+    write_run(run, ["a.jpg"], "ss-cam", batch_size=1)
+    (run / "settings.json").write_text(json.dumps({"model": "m", "methods": ["ss-cam"]}))
+    with (run / "records.jsonl").open("a") as f:
+        for p in ("a.jpg", "b.jpg"):
+            f.write(json.dumps({"image": f"/photos/{p}", "method": paper_table.REFERENCE}) + "\n")
+    _, records = paper_table.read_runs(layer, "fidelity")
+    assert {r["method"] for r in records} == {"lift-cam"}
+    assert "fidelity-ss-cam: 1 of 2 photos, left out" in capsys.readouterr().out
+
+    with (run / "records.jsonl").open("a") as f:
+        f.write(json.dumps({"image": "/photos/b.jpg", "method": "ss-cam", "index": 1}) + "\n")
+    _, records = paper_table.read_runs(layer, "fidelity")
+    assert (
+        sorted(r["method"] for r in records if r["method"] != paper_table.REFERENCE)
+        == ["lift-cam"] * 2 + ["ss-cam"] * 2
+    )
+    assert "left out" not in capsys.readouterr().out
+
+
 def test_a_failed_run_is_not_noted_as_having_made_the_folder(paper_table: ModuleType, tmp_path: Path) -> None:
     log = tmp_path / "commands.txt"
     with pytest.raises(subprocess.CalledProcessError):
