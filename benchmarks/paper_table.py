@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import html
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -140,11 +141,23 @@ def applicable(model: str, layer: str, methods: list[str]) -> tuple[list[str], l
     return applicable_methods(loaded, explainer, captured, methods)
 
 
+# glibc hands freed blocks over 32 MiB back to the kernel and faults them in again (zeroed) on the next
+# batch: on 2 cores Score-CAM and IS-CAM at Lite1's depthwise layer spent 300 of 710 CPU-seconds in the kernel.
+# Keeping them in the heap ran the same explanation 2.2x faster with bit-identical maps (glibc only; others
+# ignore the variable).
+KEEP_FREED_MEMORY = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
+
+
+def child_environment(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` with glibc told to keep freed memory, unless the caller set its own tunables."""
+    return {"GLIBC_TUNABLES": KEEP_FREED_MEMORY, **environ}
+
+
 def run(args: list[str], log: Path) -> None:
     """Run ``liftcam ARGS`` and note its command line in ``log`` (read back into the tables)."""
     line = "liftcam " + shlex.join(args)
     print("$ " + line, flush=True)
-    subprocess.run([sys.executable, "-m", "liftcam", *args], check=True)
+    subprocess.run([sys.executable, "-m", "liftcam", *args], check=True, env=child_environment(dict(os.environ)))
     # noted once the run has finished: an interrupted run's folder is not yet "made by" it
     log.parent.mkdir(parents=True, exist_ok=True)
     known = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
