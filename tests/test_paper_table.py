@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +156,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="GLIBC_TUNABLES needs glibc")
 def test_runs_keep_freed_memory_instead_of_faulting_it_in_again(paper_table: ModuleType) -> None:
     assert paper_table.child_environment({"GLIBC_TUNABLES": "mine"})["GLIBC_TUNABLES"] == "mine"
 
